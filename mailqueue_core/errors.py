@@ -1,0 +1,96 @@
+"""The errors mailqueue raises.
+
+Runtime errors share one root, so that a caller can catch "anything the queue
+raised at run time" in one place; configuration errors stand outside it on
+purpose, so that no catch-all in the flusher can swallow a bad setting::
+
+    MailQueueError                  runtime root
+    +-- StoreError                  a store could not do what was asked
+    |   +-- StoreUnavailable        (also ConnectionError) cannot reach the store
+    |   +-- LeaseLost               the claim was taken by a newer one
+    |   +-- MessageTooLarge         (also ValueError) a record over a size limit
+    +-- CodecError                  (also ValueError) a record cannot be decoded
+    +-- DeliveryError               a transport failed to deliver
+        +-- TransientError          try again later (4xx, refused, timeout...)
+        |   +-- SessionError        the session itself failed (AUTH, STARTTLS,
+        |                           greeting, 421): defer the batch, bury nothing
+        +-- PermanentError          will never succeed (5xx to the message)
+
+    ConfigurationError              (ImproperlyConfigured) a bad setting or URL
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ImproperlyConfigured
+
+__all__ = [
+    "CodecError",
+    "ConfigurationError",
+    "DeliveryError",
+    "LeaseLost",
+    "MailQueueError",
+    "MessageTooLarge",
+    "PermanentError",
+    "SessionError",
+    "StoreError",
+    "StoreUnavailable",
+    "TransientError",
+]
+
+
+class MailQueueError(Exception):
+    """Root of every error mailqueue raises at run time."""
+
+
+class StoreError(MailQueueError):
+    """A store could not do what was asked."""
+
+
+class StoreUnavailable(StoreError, ConnectionError):
+    """The store cannot be reached; nothing was changed by the failed call."""
+
+
+class LeaseLost(StoreError):
+    """The claim's lease expired and another claim now holds the message."""
+
+
+class MessageTooLarge(StoreError, ValueError):
+    """The record is larger than a configured or store-imposed limit."""
+
+
+class CodecError(MailQueueError, ValueError):
+    """A stored record cannot be decoded (corrupt, wrong types, unknown version)."""
+
+
+class DeliveryError(MailQueueError):
+    """A transport failed to deliver a message.
+
+    ``code`` is the SMTP reply code (or a provider's status) when there is one.
+    ``recipients`` maps refused recipients to ``(code, reply)`` when the failure
+    concerns only some of them.
+    """
+
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TransientError(DeliveryError):
+    """Delivery may succeed later: requeue with backoff until MAX_AGE."""
+
+
+class SessionError(TransientError):
+    """The session failed before any message was at fault.
+
+    Authentication, STARTTLS, a greeting refused or a 421: the site's
+    configuration or the server's state. The whole batch is deferred and
+    nothing is buried for it, however old.
+    """
+
+
+class PermanentError(DeliveryError):
+    """Delivery will never succeed: bury at once."""
+
+
+class ConfigurationError(ImproperlyConfigured):
+    """A setting, URL or option is wrong. Raised at startup, never swallowed."""

@@ -1,0 +1,215 @@
+"""The store contract: what every queue store, bundled or third-party, promises.
+
+A store keeps :class:`Record` objects. The record's ``data`` is the encoded
+message (see :mod:`mailqueue_core.codec`); it is opaque to the store, which
+never decodes it. Beside it the store keeps the delivery state: due time,
+attempts, last error, and the claim that holds it, if any.
+
+Time is always passed in (``now``), never read by the store from its own clock,
+so that leases and backoff can be tested on an injected clock. Flushers on
+several machines therefore need their clocks in sync (NTP).
+
+Every store is built as ``StoreClass(location, **options)`` and MUST accept the
+option ``namespace`` (default ``"default"``): stores with different namespaces
+on the same server MUST never see, count, claim or purge each other's records.
+Unknown options MUST raise :class:`~mailqueue_core.errors.ConfigurationError`.
+
+The contract is proved by :class:`mailqueue_core.testing.StoreContract`.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar
+
+__all__ = ["Claim", "DeadLetter", "Record", "Stats", "Store"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """One queued message as a store sees it."""
+
+    id: str
+    data: bytes
+    created: float
+    due: float
+    attempts: int = 0
+    last_error: str | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """A lease on one record, returned by :meth:`Store.fetch_due`.
+
+    ``token`` identifies this claim; a later claim on the same record has
+    another token. ``expires`` is when the lease runs out (same clock as ``now``).
+    """
+
+    record: Record
+    token: str
+    expires: float
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetter:
+    """A record that will not be delivered unless someone revives it."""
+
+    record: Record
+    reason: str
+    buried: float
+    lost: bool = False
+    """True for a message the store knows existed but can no longer read
+    (a memcached eviction): ``record.data`` is then empty."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Stats:
+    ready: int = 0
+    """Due now and not held by a live lease."""
+    scheduled: int = 0
+    """Waiting for a later due time."""
+    in_flight: int = 0
+    """Held by a lease that has not expired."""
+    dead: int = 0
+    lost: int = 0
+    """Known to have existed but gone from the store (memcached only)."""
+    oldest_ready_age: float | None = None
+    """Seconds since the oldest ready message was created; None when none is ready."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Store(abc.ABC):
+    """A queue store. Subclasses MUST keep every promise written below.
+
+    Calls that cannot reach the store MUST raise
+    :class:`~mailqueue_core.errors.StoreUnavailable` (chaining the cause), never
+    the client library's own exceptions, and MUST leave the store unchanged
+    when they raise.
+    """
+
+    #: Words a store declares for what it can do; the contract tests skip by
+    #: capability, never by name. Known words:
+    #: ``"shared"`` (several processes/machines see one queue),
+    #: ``"durable"`` (survives a restart of the process that wrote it),
+    #: ``"may_lose"`` (can lose a record and reports it as lost).
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    #: The largest record ``data`` this store can hold, or None.
+    max_record_size: ClassVar[int | None] = None
+
+    def __init__(self, location: str = "", *, namespace: str = "default") -> None:
+        if not isinstance(namespace, str) or not namespace:
+            from mailqueue_core.errors import ConfigurationError
+
+            raise ConfigurationError(f"namespace must be a non-empty string, got {namespace!r}")
+        self.location = location
+        self.namespace = namespace
+
+    # -- the required contract -------------------------------------------------
+
+    @abc.abstractmethod
+    def enqueue(self, records: Sequence[Record]) -> None:
+        """Add ``records``, ready from each record's ``due``.
+
+        When this returns, every record MUST be in the store, as durable as the
+        store can be. It is all or nothing: on error none of them is visible.
+        Ids are unique; enqueueing an id that is already present MUST NOT create
+        a second copy.
+        """
+
+    @abc.abstractmethod
+    def fetch_due(self, now: float, limit: int, lease: float) -> list[Claim]:
+        """Atomically claim up to ``limit`` records with ``due <= now``.
+
+        Claims come in due order. A record held by a lease that has not expired
+        (``expires > now``) MUST NOT be returned; one whose lease expired MUST be
+        claimable again (no reaper process may be needed for that). Each claim
+        gets a fresh token and ``expires = now + lease``. Two callers running
+        at once MUST receive disjoint records. The cost MUST NOT grow with
+        the number of records that are not due.
+        """
+
+    @abc.abstractmethod
+    def ack(self, claim: Claim) -> None:
+        """The message was delivered: remove the record.
+
+        MUST raise :class:`~mailqueue_core.errors.LeaseLost` (and change
+        nothing) when the record is now held by another claim or is gone.
+        """
+
+    @abc.abstractmethod
+    def requeue(self, claim: Claim, due: float, error: str | None) -> None:
+        """Not delivered yet: release the claim, ``attempts + 1``, due at ``due``.
+
+        Raises ``LeaseLost`` as :meth:`ack` does.
+        """
+
+    @abc.abstractmethod
+    def release(self, claim: Claim) -> None:
+        """Give the claim back untouched (same due time, same attempts).
+
+        Used when a flusher stops before trying the message. Raises
+        ``LeaseLost`` as :meth:`ack` does.
+        """
+
+    @abc.abstractmethod
+    def bury(self, claim: Claim, error: str, now: float) -> None:
+        """Will never be delivered: move to the dead letters with ``error``.
+
+        Raises ``LeaseLost`` as :meth:`ack` does.
+        """
+
+    @abc.abstractmethod
+    def add_dead(self, records: Sequence[Record], now: float) -> None:
+        """Put records straight into the dead letters, reason ``last_error``.
+
+        Used for recipients refused permanently while the rest of the
+        message goes on.
+        """
+
+    @abc.abstractmethod
+    def stats(self, now: float) -> Stats:
+        """Counts for this namespace (see :class:`Stats`)."""
+
+    @abc.abstractmethod
+    def dead_letters(self, limit: int | None = None) -> list[DeadLetter]:
+        """Dead letters, oldest burial first, at most ``limit``."""
+
+    @abc.abstractmethod
+    def revive(self, ids: Iterable[str] | None, now: float) -> int:
+        """Move dead letters back to ready (all of them when ``ids`` is None).
+
+        A revived record is due at ``now`` with ``attempts = 0`` and
+        ``created = now``, so it gets a full ``MAX_AGE`` again. Unknown ids
+        are ignored. Returns how many were revived.
+        """
+
+    @abc.abstractmethod
+    def purge(self, buried_before: float) -> int:
+        """Delete dead letters buried before ``buried_before``; return how many."""
+
+    # -- conveniences ----------------------------------------------------------
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections. The store may be used again afterwards."""
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} namespace={self.namespace!r}>"

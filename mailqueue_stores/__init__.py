@@ -1,0 +1,1 @@
+"""Bundled queue stores. Each module is one store, found through the ``mailqueue.stores`` entry points."""

@@ -1,0 +1,178 @@
+"""In-memory store: a queue that lives in one Python process.
+
+What it is
+    A dict and a heap behind a lock. For tests, and for a process that both
+    sends mail and runs the flusher in a thread. Nothing survives the process.
+
+URL format
+    ``memory://`` or ``memory://NAME``: stores with the same NAME and namespace
+    in one process share one queue (as Django's locmem cache does), so the
+    queueing backend and a flusher in the same process see the same mail.
+
+Options
+    ``namespace`` (str, ``"default"``).
+
+Capabilities and what it can lose
+    None shared, nothing durable: every queued message is lost when the
+    process exits. Use ``sqlite`` on one machine, ``redis`` on several.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+
+from mailqueue_core.errors import ConfigurationError, LeaseLost
+from mailqueue_core.store import Claim, DeadLetter, Record, Stats, Store
+
+_queues: dict[tuple[str, str], _Queue] = {}
+_queues_lock = threading.Lock()
+
+
+@dataclass
+class _Entry:
+    record: Record
+    token: str | None = None
+    expires: float = 0.0
+
+
+class _Queue:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.live: dict[str, _Entry] = {}
+        # (due, seq, id); stale items (acked or re-timed ids) are skipped on pop.
+        self.heap: list[tuple[float, int, str]] = []
+        self.seq = 0
+        self.dead: dict[str, DeadLetter] = {}
+
+    def push(self, record: Record) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, (record.due, self.seq, record.id))
+
+
+class MemoryStore(Store):
+    capabilities = frozenset()
+
+    def __init__(self, location: str = "memory://", **options: object) -> None:
+        namespace = options.pop("namespace", "default")
+        if options:
+            raise ConfigurationError(f"unknown memory store options: {', '.join(sorted(options))}")
+        super().__init__(location, namespace=namespace)  # type: ignore[arg-type]
+        name = location.split("://", 1)[-1]
+        with _queues_lock:
+            self._q = _queues.setdefault((name, self.namespace), _Queue())
+
+    def enqueue(self, records: Sequence[Record]) -> None:
+        q = self._q
+        with q.lock:
+            for record in records:
+                if record.id in q.live or record.id in q.dead:
+                    continue
+                q.live[record.id] = _Entry(record)
+                q.push(record)
+
+    def fetch_due(self, now: float, limit: int, lease: float) -> list[Claim]:
+        q = self._q
+        claims: list[Claim] = []
+        with q.lock:
+            while q.heap and len(claims) < limit and q.heap[0][0] <= now:
+                due, _, mid = heapq.heappop(q.heap)
+                entry = q.live.get(mid)
+                if entry is None or entry.record.due != due:
+                    continue  # stale heap item
+                if entry.token is not None and entry.expires > now:
+                    continue  # held; its heap item is re-pushed when the lease is taken
+                entry.token = uuid.uuid4().hex
+                entry.expires = now + lease
+                # Re-push at the lease expiry so an abandoned claim comes back.
+                entry.record = replace(entry.record, due=entry.expires)
+                q.push(entry.record)
+                claims.append(Claim(replace(entry.record, due=due), entry.token, entry.expires))
+        return claims
+
+    def _take(self, claim: Claim) -> _Entry:
+        entry = self._q.live.get(claim.id)
+        if entry is None or entry.token != claim.token:
+            raise LeaseLost(f"message {claim.id} is no longer held by this claim")
+        return entry
+
+    def ack(self, claim: Claim) -> None:
+        with self._q.lock:
+            self._take(claim)
+            del self._q.live[claim.id]
+
+    def requeue(self, claim: Claim, due: float, error: str | None) -> None:
+        with self._q.lock:
+            entry = self._take(claim)
+            entry.record = replace(
+                entry.record, due=due, attempts=entry.record.attempts + 1, last_error=error
+            )
+            entry.token = None
+            self._q.push(entry.record)
+
+    def release(self, claim: Claim) -> None:
+        with self._q.lock:
+            entry = self._take(claim)
+            entry.record = replace(entry.record, due=claim.record.due)
+            entry.token = None
+            self._q.push(entry.record)
+
+    def bury(self, claim: Claim, error: str, now: float) -> None:
+        with self._q.lock:
+            entry = self._take(claim)
+            del self._q.live[claim.id]
+            record = replace(claim.record, attempts=entry.record.attempts, last_error=error)
+            self._q.dead[claim.id] = DeadLetter(record, error, now)
+
+    def add_dead(self, records: Sequence[Record], now: float) -> None:
+        with self._q.lock:
+            for record in records:
+                self._q.dead[record.id] = DeadLetter(record, record.last_error or "", now)
+
+    def stats(self, now: float) -> Stats:
+        ready = scheduled = in_flight = 0
+        oldest: float | None = None
+        with self._q.lock:
+            for entry in self._q.live.values():
+                if entry.token is not None and entry.expires > now:
+                    in_flight += 1
+                elif entry.token is None and entry.record.due > now:
+                    scheduled += 1
+                else:
+                    ready += 1
+                    created = entry.record.created
+                    oldest = created if oldest is None else min(oldest, created)
+            dead = len(self._q.dead)
+        return Stats(
+            ready=ready,
+            scheduled=scheduled,
+            in_flight=in_flight,
+            dead=dead,
+            oldest_ready_age=None if oldest is None else max(0.0, now - oldest),
+        )
+
+    def dead_letters(self, limit: int | None = None) -> list[DeadLetter]:
+        with self._q.lock:
+            letters = sorted(self._q.dead.values(), key=lambda d: (d.buried, d.record.id))
+        return letters if limit is None else letters[:limit]
+
+    def revive(self, ids: Iterable[str] | None, now: float) -> int:
+        q = self._q
+        with q.lock:
+            chosen = list(q.dead) if ids is None else [i for i in ids if i in q.dead]
+            for mid in chosen:
+                letter = q.dead.pop(mid)
+                record = replace(letter.record, due=now, created=now, attempts=0)
+                q.live[mid] = _Entry(record)
+                q.push(record)
+        return len(chosen)
+
+    def purge(self, buried_before: float) -> int:
+        with self._q.lock:
+            old = [mid for mid, d in self._q.dead.items() if d.buried < buried_before]
+            for mid in old:
+                del self._q.dead[mid]
+        return len(old)

@@ -1,0 +1,1 @@
+"""Bundled transports. Each module is one transport, found through the ``mailqueue.transports`` entry points."""

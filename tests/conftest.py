@@ -1,0 +1,6 @@
+"""Shared test set-up: Django settings for the tests, and the server fixtures."""
+
+pytest_plugins = [
+    "tests.servers.redis",
+    "tests.servers.memcached",
+]

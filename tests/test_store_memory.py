@@ -1,0 +1,14 @@
+import uuid
+
+import pytest
+
+from mailqueue_core.testing import StoreContract
+from mailqueue_stores.memory import MemoryStore
+
+
+class TestMemoryStore(StoreContract):
+    @pytest.fixture
+    def store(self):
+        s = MemoryStore(f"memory://{uuid.uuid4().hex}", namespace="test")
+        yield s
+        s.close()
