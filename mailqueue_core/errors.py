@@ -26,6 +26,7 @@ from django.core.exceptions import ImproperlyConfigured
 __all__ = [
     "CodecError",
     "ConfigurationError",
+    "ConnectError",
     "DeliveryError",
     "LeaseLost",
     "MailQueueError",
@@ -77,6 +78,14 @@ class DeliveryError(MailQueueError):
 
 class TransientError(DeliveryError):
     """Delivery may succeed later: requeue with backoff until MAX_AGE."""
+
+
+class ConnectError(TransientError):
+    """The transport cannot reach its server (refused, timeout, DNS).
+
+    Not the message's fault and the same for every message: the flusher
+    defers the whole batch, each message under the usual MAX_AGE rule.
+    """
 
 
 class SessionError(TransientError):

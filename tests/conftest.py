@@ -1,6 +1,28 @@
 """Shared test set-up: Django settings for the tests, and the server fixtures."""
 
+from __future__ import annotations
+
+import os
+
+import django
+import pytest
+
 pytest_plugins = [
     "tests.servers.redis",
     "tests.servers.memcached",
 ]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+    django.setup()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_stores():
+    """Each test starts with no cached store objects (settings may differ)."""
+    from mailqueue_core.django_settings import reset
+
+    reset()
+    yield
+    reset()

@@ -1,0 +1,108 @@
+"""The ``MAILQUEUE`` settings: read, checked, and turned into engine objects.
+
+Every key is optional but ``STORE``; an unknown key, a wrong type or a bad
+value is a :class:`~mailqueue_core.errors.ConfigurationError` naming the key.
+Nothing here needs a Django project: the standalone command builds a
+:class:`Config` from its own arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from mailqueue_core.errors import ConfigurationError
+from mailqueue_core.policy import RetryPolicy
+
+__all__ = ["DEFAULTS", "Config"]
+
+DEFAULTS: dict[str, Any] = {
+    "STORE": None,
+    "TRANSPORT": "smtp",
+    "NAMESPACE": "default",
+    "MAX_AGE": 86400,
+    "RETRY": {"FIRST": 60, "FACTOR": 2, "MAX": 3600, "JITTER": 0.1},
+    "BATCH_SIZE": 100,
+    "LEASE": 300,
+    "FALLBACK_STORE": None,
+    "MAX_MESSAGE_SIZE": 10_485_760,
+}
+_RETRY_KEYS = {"FIRST": "first", "FACTOR": "factor", "MAX": "max", "JITTER": "jitter"}
+
+
+def _number(settings: Mapping[str, Any], key: str, *, integer: bool = False) -> Any:
+    value = settings[key]
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or value <= 0:
+        kind = "a positive integer" if integer else "a positive number"
+        raise ConfigurationError(f"MAILQUEUE['{key}'] must be {kind}, got {value!r}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    store: Any
+    transport: Any = "smtp"
+    namespace: str = "default"
+    policy: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
+    batch_size: int = 100
+    lease: float = 300.0
+    fallback_store: Any = None
+    max_message_size: int = 10_485_760
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any] | None) -> Config:
+        if settings is None:
+            raise ConfigurationError(
+                "MAILQUEUE is not set: add MAILQUEUE = {'STORE': 'sqlite:////var/spool/"
+                "mailqueue.db'} (or another store URL) to your settings"
+            )
+        if not isinstance(settings, Mapping):
+            raise ConfigurationError(f"MAILQUEUE must be a dict, got {type(settings).__name__}")
+        unknown = set(settings) - set(DEFAULTS)
+        if unknown:
+            raise ConfigurationError(
+                f"MAILQUEUE has unknown key(s): {', '.join(sorted(map(str, unknown)))}. "
+                f"Known keys: {', '.join(DEFAULTS)}"
+            )
+        merged = {**DEFAULTS, **settings}
+        if not merged["STORE"]:
+            raise ConfigurationError(
+                "MAILQUEUE['STORE'] is required, e.g. 'sqlite:////var/spool/mailqueue.db'"
+            )
+        namespace = merged["NAMESPACE"]
+        if not isinstance(namespace, str) or not namespace:
+            raise ConfigurationError(
+                f"MAILQUEUE['NAMESPACE'] must be a non-empty string, got {namespace!r}"
+            )
+        retry = merged["RETRY"]
+        if not isinstance(retry, Mapping):
+            raise ConfigurationError(f"MAILQUEUE['RETRY'] must be a dict, got {retry!r}")
+        bad = set(retry) - set(_RETRY_KEYS)
+        if bad:
+            raise ConfigurationError(
+                f"MAILQUEUE['RETRY'] has unknown key(s): {', '.join(sorted(map(str, bad)))}. "
+                f"Known keys: {', '.join(_RETRY_KEYS)}"
+            )
+        retry = {**DEFAULTS["RETRY"], **retry}
+        max_age = _number(merged, "MAX_AGE")
+        try:
+            policy = RetryPolicy(
+                **{_RETRY_KEYS[k]: v for k, v in retry.items()}, max_age=max_age
+            )
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"MAILQUEUE['RETRY']: {exc}") from None
+        transport = merged["TRANSPORT"]
+        if not transport:
+            raise ConfigurationError("MAILQUEUE['TRANSPORT'] must name a transport")
+        return cls(
+            store=merged["STORE"],
+            transport=transport,
+            namespace=namespace,
+            policy=policy,
+            batch_size=_number(merged, "BATCH_SIZE", integer=True),
+            lease=float(_number(merged, "LEASE")),
+            fallback_store=merged["FALLBACK_STORE"],
+            max_message_size=_number(merged, "MAX_MESSAGE_SIZE", integer=True),
+        )

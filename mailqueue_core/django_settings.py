@@ -1,0 +1,58 @@
+"""Reading ``settings.MAILQUEUE`` (Django integration), and the stores it names.
+
+Settings are read when used, never frozen at import. Stores are kept per
+process and per configuration, because Django builds a new email backend for
+every ``send_mail()`` and a store may hold a connection pool.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+
+from mailqueue_core.config import Config
+from mailqueue_core.plugins import make_store
+from mailqueue_core.store import Store
+
+__all__ = ["get_config", "get_store", "reset"]
+
+_stores: dict[tuple[str, str], Store] = {}
+_lock = threading.Lock()
+
+
+def get_config(overrides: dict[str, Any] | None = None) -> Config:
+    raw = getattr(settings, "MAILQUEUE", None)
+    if overrides:
+        raw = {**(raw or {}), **overrides}
+    return Config.from_settings(raw)
+
+
+def get_store(spec: Any, namespace: str, setting: str = "STORE") -> Store:
+    """The process's store for ``spec`` (built on first use)."""
+    key = (json.dumps(spec, sort_keys=True, default=repr), namespace)
+    store = _stores.get(key)
+    if store is None:
+        with _lock:
+            store = _stores.get(key)
+            if store is None:
+                store = make_store(spec, namespace=namespace, setting=f"MAILQUEUE['{setting}']")
+                _stores[key] = store
+    return store
+
+
+def reset(**kwargs: Any) -> None:
+    """Forget built stores (settings changed, or a test wants a clean slate)."""
+    if kwargs.get("setting") not in (None, "MAILQUEUE", "MAILERS"):
+        return
+    with _lock:
+        stores = list(_stores.values())
+        _stores.clear()
+    for store in stores:
+        store.close()
+
+
+setting_changed.connect(reset, dispatch_uid="mailqueue_core.django_settings.reset")

@@ -1,0 +1,422 @@
+"""The flusher: claim due messages, send each, then ack, requeue or bury it.
+
+Delivery is at-least-once. A message leaves the store only after the transport
+accepted it, and it is acked right after its own send, so a crash duplicates at
+most the one message in hand. A message is never sent once its lease is about
+to run out (another flusher could hold it by then). When the store cannot be
+reached to record an outcome, the flusher stops at once: sending more would
+only widen the duplicate window.
+
+Outcomes (see :mod:`mailqueue_core.errors` for the classification):
+
+- accepted: ack;
+- some recipients refused: the rest are done; transiently refused recipients
+  go back to the queue as a message of their own, permanently refused ones
+  become a dead letter of their own, then the original is acked;
+- ``TransientError``: requeue with backoff, or bury once ``max_age`` is passed;
+- ``ConnectError``: the same for the whole batch;
+- ``SessionError``: the whole batch is requeued and nothing is ever buried for
+  it (a wrong password must not dead-letter a day of mail); logged at ERROR;
+- ``PermanentError`` or an undecodable record: bury at once;
+- anything else (a bug in a plugin): logged with its traceback, treated as transient.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+from mailqueue_core import codec
+from mailqueue_core.errors import (
+    CodecError,
+    ConnectError,
+    LeaseLost,
+    PermanentError,
+    SessionError,
+    TransientError,
+)
+from mailqueue_core.message import QueuedMessage
+from mailqueue_core.policy import RetryPolicy
+from mailqueue_core.store import Claim, Store
+from mailqueue_core.transport import Delivery, Transport
+
+__all__ = ["FlushListener", "FlushResult", "Flusher"]
+
+logger = logging.getLogger("mailqueue.flusher")
+
+
+@dataclasses.dataclass
+class FlushResult:
+    sent: int = 0
+    deferred: int = 0
+    buried: int = 0
+    elapsed: float = 0.0
+
+    def add(self, other: FlushResult) -> None:
+        self.sent += other.sent
+        self.deferred += other.deferred
+        self.buried += other.buried
+
+    def summary(self) -> str:
+        return (
+            f"sent {self.sent}, deferred {self.deferred}, buried {self.buried} "
+            f"in {self.elapsed:.1f}s"
+        )
+
+
+class FlushListener:
+    """Told about every outcome; the Django integration turns these into signals."""
+
+    def sent(self, message_id: str, message: QueuedMessage, delivery: Delivery) -> None:
+        pass
+
+    def deferred(
+        self, message_id: str, message: QueuedMessage | None, error: str, due: float
+    ) -> None:
+        pass
+
+    def buried(self, message_id: str, message: QueuedMessage | None, reason: str) -> None:
+        pass
+
+
+def _recipients(claim: Claim, message: QueuedMessage | None) -> str:
+    if message is not None:
+        return ", ".join(message.recipients)
+    try:
+        return ", ".join(codec.decode(claim.record).recipients)
+    except CodecError:
+        return "(unknown: undecodable record)"
+
+
+class _Stop(Exception):
+    """Internal: leave the batch (lease running out, or asked to stop)."""
+
+
+class Flusher:
+    """Delivers due messages from ``store`` through ``transport``.
+
+    ``clock`` is injected so that a 24-hour policy can be tested in
+    milliseconds. One Flusher is one worker: it holds at most one message in
+    hand at a time.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        transport: Transport,
+        *,
+        policy: RetryPolicy | None = None,
+        batch_size: int = 100,
+        lease: float = 300.0,
+        clock: Callable[[], float] = time.time,
+        listener: FlushListener | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if lease <= 0:
+            raise ValueError("lease must be positive")
+        self.store = store
+        self.transport = transport
+        self.policy = policy or RetryPolicy()
+        self.batch_size = batch_size
+        self.lease = lease
+        self.clock = clock
+        self.listener = listener or FlushListener()
+        # Stop sending a claim this long before its lease runs out, so that a
+        # send in progress cannot overlap another flusher's claim.
+        self.margin = min(lease / 5, 60.0)
+
+    # -- the loop ---------------------------------------------------------------
+
+    def flush(
+        self,
+        *,
+        limit: int | None = None,
+        time_limit: float | None = None,
+        stop: threading.Event | None = None,
+    ) -> FlushResult:
+        """Deliver what is due now, until the queue has nothing due, ``limit``
+        messages were handled, ``time_limit`` seconds passed, or ``stop`` is set.
+
+        Raises :class:`~mailqueue_core.errors.StoreUnavailable` when the store
+        fails; what was done until then is done.
+        """
+        stop = stop or threading.Event()
+        result = FlushResult()
+        start = time.monotonic()
+        handled = 0
+        while not stop.is_set():
+            if limit is not None and handled >= limit:
+                break
+            if time_limit is not None and time.monotonic() - start >= time_limit:
+                break
+            size = self.batch_size if limit is None else min(self.batch_size, limit - handled)
+            claims = self.store.fetch_due(self.clock(), size, self.lease)
+            if not claims:
+                break
+            handled += len(claims)
+            self._batch(claims, result, stop, start, time_limit)
+        result.elapsed = time.monotonic() - start
+        return result
+
+    def run(
+        self,
+        stop: threading.Event,
+        *,
+        interval: float = 5.0,
+        on_result: Callable[[FlushResult], None] | None = None,
+    ) -> FlushResult:
+        """Flush again and again until ``stop`` is set (a service)."""
+        total = FlushResult()
+        start = time.monotonic()
+        while not stop.is_set():
+            result = self.flush(stop=stop)
+            total.add(result)
+            if on_result is not None and (result.sent or result.deferred or result.buried):
+                on_result(result)
+            stop.wait(interval)
+        total.elapsed = time.monotonic() - start
+        return total
+
+    # -- one batch ----------------------------------------------------------------
+
+    def _batch(
+        self,
+        claims: list[Claim],
+        result: FlushResult,
+        stop: threading.Event,
+        start: float,
+        time_limit: float | None,
+    ) -> None:
+        pending = list(claims)
+        try:
+            try:
+                self.transport.open()
+            except (SessionError, ConnectError) as exc:
+                self._defer_all(pending, exc, result)
+                return
+            except Exception as exc:
+                logger.exception("transport %s failed to open", self.transport.describe())
+                self._defer_all(pending, ConnectError(f"{type(exc).__name__}: {exc}"), result)
+                return
+            while pending:
+                claim = pending[0]
+                if stop.is_set() or (
+                    time_limit is not None and time.monotonic() - start >= time_limit
+                ):
+                    raise _Stop
+                if self.clock() >= claim.expires - self.margin:
+                    logger.warning(
+                        "lease of message %s is running out before it could be sent; "
+                        "giving the rest of the batch back (raise LEASE or lower BATCH_SIZE)",
+                        claim.id,
+                    )
+                    raise _Stop
+                try:
+                    self._one(claim, result)
+                except (SessionError, ConnectError) as exc:
+                    self._defer_all(pending, exc, result)
+                    return
+                pending.pop(0)
+        except _Stop:
+            self._release(pending)
+        finally:
+            self.transport.close()
+
+    def _one(self, claim: Claim, result: FlushResult) -> None:
+        try:
+            message = codec.decode(claim.record)
+        except CodecError as exc:
+            self._bury(claim, None, f"undecodable record: {exc}", result)
+            return
+        try:
+            delivery = self.transport.send(message)
+        except (SessionError, ConnectError):
+            raise
+        except TransientError as exc:
+            self._retry(claim, message, str(exc), result)
+            return
+        except PermanentError as exc:
+            self._bury(claim, message, str(exc), result)
+            return
+        except Exception as exc:
+            logger.exception(
+                "transport %s failed on message %s with an unexpected error; "
+                "treating it as transient",
+                self.transport.describe(),
+                claim.id,
+            )
+            self._retry(claim, message, f"{type(exc).__name__}: {exc}", result)
+            return
+        if delivery.refused:
+            self._split(claim, message, delivery, result)
+        else:
+            self._ack(claim)
+        accepted = [r for r in message.recipients if r not in delivery.refused]
+        if accepted:
+            result.sent += 1
+            logger.info(
+                "sent message %s to %s via %s",
+                claim.id,
+                ", ".join(accepted),
+                delivery.transport or self.transport.describe(),
+            )
+            self.listener.sent(claim.id, message, delivery)
+
+    # -- outcomes -------------------------------------------------------------------
+
+    def _ack(self, claim: Claim) -> None:
+        try:
+            self.store.ack(claim)
+        except LeaseLost:
+            logger.warning(
+                "message %s was delivered but its lease had been taken over; "
+                "the other flusher may deliver it again",
+                claim.id,
+            )
+
+    def _retry(
+        self, claim: Claim, message: QueuedMessage | None, error: str, result: FlushResult
+    ) -> None:
+        now = self.clock()
+        record = claim.record
+        if self.policy.expired(record.created, now):
+            age = now - record.created
+            self._bury(
+                claim,
+                message,
+                f"gave up after {record.attempts + 1} attempts over {age:.0f}s: {error}",
+                result,
+            )
+            return
+        due = self.policy.next_due(record.created, record.attempts + 1, now)
+        self._requeue(claim, message, due, error, result)
+
+    def _requeue(
+        self,
+        claim: Claim,
+        message: QueuedMessage | None,
+        due: float,
+        error: str,
+        result: FlushResult,
+    ) -> None:
+        try:
+            self.store.requeue(claim, due, error)
+        except LeaseLost:
+            logger.warning("message %s could not be requeued: its lease was taken over", claim.id)
+            return
+        result.deferred += 1
+        logger.info(
+            "deferred message %s to %s until %.0f: %s",
+            claim.id,
+            _recipients(claim, message),
+            due,
+            error,
+        )
+        self.listener.deferred(claim.id, message, error, due)
+
+    def _bury(
+        self, claim: Claim, message: QueuedMessage | None, reason: str, result: FlushResult
+    ) -> None:
+        try:
+            self.store.bury(claim, reason, self.clock())
+        except LeaseLost:
+            logger.warning("message %s could not be buried: its lease was taken over", claim.id)
+            return
+        result.buried += 1
+        logger.error(
+            "buried message %s to %s: %s", claim.id, _recipients(claim, message), reason
+        )
+        self.listener.buried(claim.id, message, reason)
+
+    def _defer_all(self, claims: list[Claim], exc: Exception, result: FlushResult) -> None:
+        error = str(exc)
+        if isinstance(exc, SessionError):
+            logger.error(
+                "transport %s failed before any message was at fault; deferring %d "
+                "message(s) and burying none. Check the transport's settings "
+                "(host, port, TLS, user and password): %s",
+                self.transport.describe(),
+                len(claims),
+                error,
+            )
+            now = self.clock()
+            for claim in claims:
+                record = claim.record
+                due = now + self.policy.delay(record.attempts + 1)
+                if not self.policy.expired(record.created, now):
+                    due = self.policy.next_due(record.created, record.attempts + 1, now)
+                self._requeue(claim, None, due, error, result)
+            return
+        logger.warning(
+            "transport %s is unreachable; deferring %d message(s): %s",
+            self.transport.describe(),
+            len(claims),
+            error,
+        )
+        for claim in claims:
+            self._retry(claim, None, error, result)
+
+    def _split(
+        self, claim: Claim, message: QueuedMessage, delivery: Delivery, result: FlushResult
+    ) -> None:
+        now = self.clock()
+        record = claim.record
+        transient = {r: e for r, e in delivery.refused.items() if isinstance(e, TransientError)}
+        permanent = {r: e for r, e in delivery.refused.items() if r not in transient}
+        later: list[QueuedMessage] = []
+        dead: list[QueuedMessage] = []
+        if transient:
+            error = "; ".join(f"{r}: {e}" for r, e in transient.items())
+            part = message.for_recipients(list(transient), id=uuid.uuid4().hex)
+            part.attempts = record.attempts + 1
+            part.last_error = error
+            if self.policy.expired(record.created, now):
+                part.last_error = f"gave up after {part.attempts} attempts: {error}"
+                dead.append(part)
+            else:
+                part.due = self.policy.next_due(record.created, part.attempts, now)
+                later.append(part)
+        if permanent:
+            part = message.for_recipients(list(permanent), id=uuid.uuid4().hex)
+            part.attempts = record.attempts + 1
+            part.last_error = "; ".join(f"{r}: {e}" for r, e in permanent.items())
+            dead.append(part)
+        # Record what is left before the original goes: a crash in between
+        # resends the original (the duplicate window), it never loses a recipient.
+        if later:
+            self.store.enqueue([codec.to_record(m) for m in later])
+        if dead:
+            self.store.add_dead([codec.to_record(m) for m in dead], now)
+        self._ack(claim)
+        for part in later:
+            result.deferred += 1
+            logger.info(
+                "deferred message %s (part of %s) to %s: %s",
+                part.id,
+                claim.id,
+                ", ".join(part.recipients),
+                part.last_error,
+            )
+            self.listener.deferred(part.id, part, part.last_error or "", part.due)
+        for part in dead:
+            result.buried += 1
+            logger.error(
+                "buried message %s (part of %s) to %s: %s",
+                part.id,
+                claim.id,
+                ", ".join(part.recipients),
+                part.last_error,
+            )
+            self.listener.buried(part.id, part, part.last_error or "")
+
+    def _release(self, claims: list[Claim]) -> None:
+        for claim in claims:
+            try:
+                self.store.release(claim)
+            except LeaseLost:
+                pass

@@ -1,0 +1,130 @@
+"""Finding stores and transports: stevedore entry points are the only registry.
+
+A plugin is named by its entry-point name (``"sqlite"``), by a URL whose
+scheme is that name (``"sqlite:////var/spool/mq.db"``), or by a dict
+``{"NAME": name-or-URL, "OPTIONS": {...}}``. Bundled plugins are found exactly
+as a third party's are. A name that is not installed, or a plugin that fails
+to import, is a :class:`~mailqueue_core.errors.ConfigurationError` that names
+the setting and the installed names, and suggests the nearest.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+from collections.abc import Mapping
+from typing import Any
+
+from stevedore import DriverManager
+from stevedore.exception import NoMatches
+
+from mailqueue_core.errors import ConfigurationError
+from mailqueue_core.store import Store
+from mailqueue_core.transport import Transport
+from mailqueue_core.urls import plugin_name, redact
+
+__all__ = [
+    "STORES",
+    "TRANSPORTS",
+    "installed",
+    "load_plugin_class",
+    "make_store",
+    "make_transport",
+    "split_spec",
+]
+
+STORES = "mailqueue.stores"
+TRANSPORTS = "mailqueue.transports"
+
+
+def installed(namespace: str) -> list[str]:
+    """Names registered in ``namespace`` (without importing any plugin)."""
+    return sorted({ep.name for ep in importlib.metadata.entry_points(group=namespace)})
+
+
+def _raise_load_failure(manager: Any, entrypoint: Any, exc: BaseException) -> None:
+    raise ConfigurationError(
+        f"the plugin {entrypoint.name!r} ({entrypoint.value}) failed to load: "
+        f"{type(exc).__name__}: {exc}"
+    ) from exc
+
+
+def load_plugin_class(namespace: str, name: str, setting: str) -> type:
+    """The class registered as ``name``; a clear ConfigurationError otherwise."""
+    try:
+        manager = DriverManager(
+            namespace,
+            name,
+            invoke_on_load=False,
+            on_load_failure_callback=_raise_load_failure,
+        )
+    except NoMatches:
+        names = installed(namespace)
+        near = difflib.get_close_matches(name, names, n=1)
+        hint = f" Did you mean {near[0]!r}?" if near else ""
+        raise ConfigurationError(
+            f"{setting}: no {namespace.split('.')[-1][:-1]} named {name!r} is installed. "
+            f"Installed: {', '.join(names) or 'none'}.{hint}"
+        ) from None
+    return manager.driver  # type: ignore[no-any-return]
+
+
+def split_spec(spec: Any, setting: str) -> tuple[str, str, dict[str, Any]]:
+    """(plugin name, location, options) from a name, a URL or a NAME/OPTIONS dict."""
+    options: dict[str, Any] = {}
+    if isinstance(spec, Mapping):
+        unknown = set(spec) - {"NAME", "OPTIONS"}
+        if unknown:
+            raise ConfigurationError(
+                f"{setting}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; "
+                "expected NAME and OPTIONS"
+            )
+        if "NAME" not in spec:
+            raise ConfigurationError(f"{setting}: NAME is required")
+        raw_options = spec.get("OPTIONS") or {}
+        if not isinstance(raw_options, Mapping):
+            raise ConfigurationError(f"{setting}['OPTIONS'] must be a dict")
+        options = dict(raw_options)
+        spec = spec["NAME"]
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigurationError(
+            f"{setting} must be a name, a URL or a dict with NAME, got {spec!r}"
+        )
+    spec = spec.strip()
+    name = plugin_name(spec)
+    if name is None:
+        return spec.lower(), "", options
+    return name, spec, options
+
+
+def make_store(spec: Any, *, namespace: str | None = None, setting: str = "STORE") -> Store:
+    """Build the store ``spec`` names; ``namespace`` unless the spec sets its own."""
+    name, location, options = split_spec(spec, setting)
+    cls = load_plugin_class(STORES, name, setting)
+    if namespace is not None and "namespace" not in options and "namespace=" not in location:
+        options["namespace"] = namespace
+    try:
+        store = cls(location, **options)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{setting}: {exc}") from exc
+    except TypeError as exc:
+        raise ConfigurationError(f"{setting}: bad options for store {name!r}: {exc}") from exc
+    if not isinstance(store, Store):
+        raise ConfigurationError(f"{setting}: {name!r} is not a mailqueue Store")
+    return store
+
+
+def make_transport(spec: Any, *, setting: str = "TRANSPORT") -> Transport:
+    name, location, options = split_spec(spec, setting)
+    cls = load_plugin_class(TRANSPORTS, name, setting)
+    try:
+        transport = cls(location, **options)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{setting}: {exc}") from exc
+    except TypeError as exc:
+        raise ConfigurationError(
+            f"{setting}: bad options for transport {name!r} ({redact(location)}): {exc}"
+        ) from exc
+    if not isinstance(transport, Transport):
+        raise ConfigurationError(f"{setting}: {name!r} is not a mailqueue Transport")
+    return transport

@@ -1,0 +1,214 @@
+"""SMTP transport: smtplib on one connection per batch.
+
+What it is
+    Sends each message as Django's own SMTP backend would (same envelope, same
+    bytes), but keeps one connection open for the whole batch and classifies
+    every failure (see :mod:`mailqueue_transports.smtp_errors`).
+
+URL format
+    ``smtp://[user[:password]@]host[:port][?starttls=true|ssl=true&timeout=10]``;
+    user and password are percent-decoded. Plain ``smtp`` (no URL) takes
+    every default from Django's settings.
+
+Options
+    ``host`` (str, ``EMAIL_HOST`` or ``"localhost"``), ``port`` (int,
+    ``EMAIL_PORT`` or 25/465), ``username`` and ``password`` (str,
+    ``EMAIL_HOST_USER`` / ``EMAIL_HOST_PASSWORD``), ``starttls`` (bool,
+    ``EMAIL_USE_TLS``), ``ssl`` (bool, ``EMAIL_USE_SSL``), ``timeout`` (float
+    seconds, ``EMAIL_TIMEOUT`` or 30), ``ssl_certfile`` / ``ssl_keyfile``
+    (client certificate, ``EMAIL_SSL_CERTFILE`` / ``EMAIL_SSL_KEYFILE``),
+    ``ssl_cafile`` (str, CA bundle to trust), ``verify`` (bool, True: the
+    server's certificate is checked unless this is explicitly False),
+    ``local_hostname`` (str, for EHLO). Defaults come from Django's settings
+    only where they are configured.
+
+Capabilities and what it can lose
+    Nothing: a message leaves the queue only after the server's 250 to DATA.
+    A disconnect after the final dot may mean a duplicate (the server may have
+    taken it); the fixed Message-ID lets receivers recognise it.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from typing import Any
+
+from mailqueue_core import convert
+from mailqueue_core.errors import (
+    ConfigurationError,
+    DeliveryError,
+    PermanentError,
+    TransientError,
+)
+from mailqueue_core.message import QueuedMessage
+from mailqueue_core.transport import Delivery, Transport
+from mailqueue_core.urls import parse_bool, parse_url
+from mailqueue_transports.smtp_errors import (
+    classify_reply,
+    translate_open_error,
+    translate_send_error,
+)
+
+__all__ = ["SMTPTransport"]
+
+_SETTINGS = {
+    "host": ("EMAIL_HOST", "localhost"),
+    "port": ("EMAIL_PORT", None),
+    "username": ("EMAIL_HOST_USER", ""),
+    "password": ("EMAIL_HOST_PASSWORD", ""),
+    "starttls": ("EMAIL_USE_TLS", False),
+    "ssl": ("EMAIL_USE_SSL", False),
+    "timeout": ("EMAIL_TIMEOUT", None),
+    "ssl_certfile": ("EMAIL_SSL_CERTFILE", None),
+    "ssl_keyfile": ("EMAIL_SSL_KEYFILE", None),
+}
+_OTHER = {"ssl_cafile": None, "verify": True, "local_hostname": None}
+_HINT = "the SMTP settings (EMAIL_HOST, EMAIL_PORT, EMAIL_USE_TLS/SSL, EMAIL_HOST_USER, EMAIL_HOST_PASSWORD)"
+
+
+def _django_defaults() -> dict[str, Any]:
+    from django.conf import settings
+
+    if not settings.configured:
+        return {}
+    return {name: getattr(settings, setting, None) for name, (setting, _) in _SETTINGS.items()}
+
+
+class SMTPTransport(Transport):
+    name = "smtp"
+
+    def __init__(self, location: str = "", **options: Any) -> None:
+        super().__init__(location)
+        given: dict[str, Any] = {}
+        if location and location != "smtp":
+            url = parse_url(location, schemes=("smtp",))
+            given.update({k: v for k, v in url.options().items()})
+            if url.host:
+                given["host"] = url.host
+            if url.port:
+                given["port"] = url.port
+            if url.username:
+                given["username"] = url.username
+            if url.password:
+                given["password"] = url.password
+        given.update(options)
+        unknown = set(given) - set(_SETTINGS) - set(_OTHER)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown smtp transport options: {', '.join(sorted(unknown))} "
+                f"(known: {', '.join(sorted([*_SETTINGS, *_OTHER]))})"
+            )
+        defaults = _django_defaults()
+        conf: dict[str, Any] = {}
+        for name, (_, fallback) in _SETTINGS.items():
+            value = given.get(name)
+            if value is None:
+                value = defaults.get(name)
+            conf[name] = fallback if value is None else value
+        for name, fallback in _OTHER.items():
+            conf[name] = given.get(name, fallback)
+        self.host = str(conf["host"])
+        self.use_tls = parse_bool(conf["starttls"], "starttls")
+        self.use_ssl = parse_bool(conf["ssl"], "ssl")
+        if self.use_tls and self.use_ssl:
+            raise ConfigurationError("smtp: starttls and ssl are mutually exclusive")
+        port = conf["port"] or (465 if self.use_ssl else 25)
+        try:
+            self.port = int(port)
+            self.timeout = None if conf["timeout"] is None else float(conf["timeout"])
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"smtp: bad port or timeout: {exc}") from None
+        if self.timeout is None:
+            self.timeout = 30.0
+        self.username = str(conf["username"] or "")
+        self.password = str(conf["password"] or "")
+        self.verify = parse_bool(conf["verify"], "verify")
+        self.certfile = conf["ssl_certfile"]
+        self.keyfile = conf["ssl_keyfile"]
+        self.cafile = conf["ssl_cafile"]
+        self.local_hostname = conf["local_hostname"]
+        self.connection: smtplib.SMTP | None = None
+
+    def describe(self) -> str:
+        security = "ssl" if self.use_ssl else "starttls" if self.use_tls else "plain"
+        return f"smtp {self.host}:{self.port} ({security})"
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.cafile)
+        if not self.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if self.certfile:
+            context.load_cert_chain(self.certfile, self.keyfile)
+        return context
+
+    def open(self) -> None:
+        if self.connection is not None:
+            return
+        connection: smtplib.SMTP | None = None
+        try:
+            if self.use_ssl:
+                connection = smtplib.SMTP_SSL(
+                    self.host,
+                    self.port,
+                    local_hostname=self.local_hostname,
+                    timeout=self.timeout,
+                    context=self._ssl_context(),
+                )
+            else:
+                connection = smtplib.SMTP(
+                    self.host, self.port, local_hostname=self.local_hostname, timeout=self.timeout
+                )
+                if self.use_tls:
+                    connection.starttls(context=self._ssl_context())
+            if self.username and self.password:
+                connection.login(self.username, self.password)
+        except (smtplib.SMTPException, OSError) as exc:
+            if connection is not None:
+                _quietly_close(connection)
+            raise translate_open_error(exc, _HINT) from exc
+        self.connection = connection
+
+    def close(self) -> None:
+        connection, self.connection = self.connection, None
+        if connection is None:
+            return
+        try:
+            connection.quit()
+        except (smtplib.SMTPException, OSError):
+            _quietly_close(connection)
+
+    def send(self, message: QueuedMessage) -> Delivery:
+        data = convert.render(message)
+        self.open()
+        assert self.connection is not None
+        try:
+            refused = self.connection.sendmail(message.envelope_from, message.recipients, data)
+        except smtplib.SMTPRecipientsRefused as exc:
+            errors = {
+                rcpt: classify_reply(code, reply, "rcpt")
+                for rcpt, (code, reply) in exc.recipients.items()
+            }
+            kinds = {type(e) for e in errors.values()}
+            if len(kinds) > 1 and kinds <= {TransientError, PermanentError}:
+                # Some may succeed later, some never: the flusher splits them.
+                return Delivery(refused=errors, transport=self.describe())
+            raise translate_send_error(exc) from exc
+        except (smtplib.SMTPException, OSError) as exc:
+            error = translate_send_error(exc)
+            if isinstance(exc, smtplib.SMTPServerDisconnected | OSError):
+                self.close()
+            raise error from exc
+        return Delivery(refused=self._classify(refused), transport=self.describe())
+
+    @staticmethod
+    def _classify(refused: dict[str, tuple[int, bytes]]) -> dict[str, DeliveryError]:
+        return {rcpt: classify_reply(code, reply, "rcpt") for rcpt, (code, reply) in refused.items()}
+
+
+def _quietly_close(connection: smtplib.SMTP) -> None:
+    try:
+        connection.close()
+    except OSError:
+        pass
