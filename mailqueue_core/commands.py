@@ -96,11 +96,13 @@ def run(
     options: argparse.Namespace,
     config: Callable[[], Config],
     *,
-    stdout: TextIO = sys.stdout,
-    stderr: TextIO = sys.stderr,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
     listener: Callable[[], FlushListener] | None = None,
 ) -> int:
     """Run one subcommand; returns the exit status."""
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
     try:
         conf = config()
         handler = _HANDLERS[options.subcommand]

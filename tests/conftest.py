@@ -26,3 +26,13 @@ def _fresh_stores():
     reset()
     yield
     reset()
+
+
+@pytest.fixture
+def unused_tcp_port() -> int:
+    """A loopback port that nothing listens on (for "server is down" tests)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

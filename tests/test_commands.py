@@ -1,0 +1,161 @@
+"""manage.py mailqueue ... and the standalone mailqueue command: output and exit status."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import uuid
+
+import pytest
+from django.core import mail
+from django.core.mail import EmailMessage
+from django.core.management import call_command
+from django.test import override_settings
+
+from mailqueue_core import cli
+from mailqueue_core.backend import EmailBackend
+from mailqueue_core.commands import parse_duration
+from mailqueue_core.django_settings import get_store
+
+LOCMEM = {"NAME": "django", "OPTIONS": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}}
+
+
+@pytest.fixture
+def conf():
+    c = {"STORE": f"memory://{uuid.uuid4().hex}", "TRANSPORT": LOCMEM}
+    with override_settings(MAILQUEUE=c):
+        mail.outbox = []
+        yield c
+
+
+def send(n=1, to="r@example.com"):
+    return EmailBackend().send_messages(
+        [EmailMessage(f"Subject {i}", "Body", "site@example.com", [to]) for i in range(n)]
+    )
+
+
+def manage(*args) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        call_command("mailqueue", *args, stdout=out, stderr=err)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_flush_delivers_and_prints_summary(conf):
+    send(3)
+    code, out, err = manage("flush")
+    assert code == 0
+    assert out.startswith("sent 3, deferred 0, buried 0 in ")
+    assert err == ""
+    assert [m.subject for m in mail.outbox] == ["Subject 0", "Subject 1", "Subject 2"]
+
+
+def test_flush_quiet_and_verbosity_after_subcommand(conf):
+    send(1)
+    code, out, _ = manage("flush", "--quiet", "-v", "2")
+    assert (code, out) == (0, "")
+    assert len(mail.outbox) == 1
+
+
+def test_flush_limit(conf):
+    send(5)
+    manage("flush", "--limit", "2")
+    assert len(mail.outbox) == 2
+
+
+def test_status_table_json_and_check(conf):
+    send(2)
+    code, out, _ = manage("status")
+    assert code == 0
+    assert "ready        2" in out
+    code, out, _ = manage("status", "--json")
+    data = json.loads(out)
+    assert data["ready"] == 2 and data["dead"] == 0
+    assert manage("status", "--check")[0] == 0
+    code, _, err = manage("status", "--check", "--max-age", "0")
+    assert code == 1 and "is the flusher running" in err
+
+
+def _bury_one(conf):
+    store = get_store(conf["STORE"], "default")
+    (claim,) = store.fetch_due(time.time(), 1, 30)
+    store.bury(claim, "550 5.1.1 no such user", time.time())
+    return claim.id
+
+
+def test_dead_retry_purge(conf):
+    send(1, to="gone@example.com")
+    mid = _bury_one(conf)
+    code, out, _ = manage("dead")
+    assert code == 0
+    assert mid in out and "gone@example.com" in out and "550 5.1.1" in out and "Subject 0" in out
+    rows = json.loads(manage("dead", "--json")[1])
+    assert rows[0]["id"] == mid and rows[0]["recipients"] == ["gone@example.com"]
+    assert manage("status", "--check")[0] == 1
+    assert manage("retry", mid)[1] == "revived 1 message(s)\n"
+    assert manage("flush")[0] == 0
+    assert len(mail.outbox) == 1
+    send(1)
+    _bury_one(conf)
+    assert manage("purge", "--older-than", "1h")[1] == "purged 0 dead letter(s)\n"
+    assert manage("purge", "--older-than", "0")[1] == "purged 1 dead letter(s)\n"
+    assert manage("dead")[1] == "no dead letters\n"
+
+
+def test_retry_needs_ids_or_all(conf):
+    assert manage("retry")[0] == 1
+    assert manage("retry", "--all")[1] == "revived 0 message(s)\n"
+
+
+def test_store_unreachable_exit_codes(unused_tcp_port):
+    with override_settings(MAILQUEUE={"STORE": f"redis://127.0.0.1:{unused_tcp_port}/0"}):
+        code, _, err = manage("status")
+        assert code == 2 and "cannot be reached" in err
+        assert manage("flush")[0] == 1
+
+
+def test_bad_configuration_exit_1():
+    with override_settings(MAILQUEUE={"STORE": "memory://", "BOGUS": 1}):
+        code, _, err = manage("status")
+    assert code == 1 and "BOGUS" in err
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("3600", 3600), ("90m", 5400), ("12h", 43200), ("7d", 604800)]
+)
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+def test_parse_duration_rejects_garbage():
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_duration("soon")
+
+
+def test_standalone_cli_with_urls(capsys):
+    store = f"memory://{uuid.uuid4().hex}"
+    with override_settings(MAILQUEUE={"STORE": store}):
+        send(2)
+    transport = "django:django.core.mail.backends.locmem.EmailBackend"
+    mail.outbox = []
+    assert cli.main(["status", "--store", store, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ready"] == 2
+    assert cli.main(["flush", "--store", store, "--transport", transport]) == 0
+    assert "sent 2" in capsys.readouterr().out
+    assert len(mail.outbox) == 2
+
+
+def test_standalone_cli_settings_module(capsys):
+    assert cli.main(["status", "--settings", "tests.settings"]) == 0
+    assert "ready" in capsys.readouterr().out
+
+
+def test_standalone_cli_needs_a_store(capsys):
+    assert cli.main(["status"]) == 1
+    assert "--store" in capsys.readouterr().err
