@@ -70,7 +70,7 @@ class EmailBackend(BaseEmailBackend):
         if not queued:
             return 0
         records = [codec.to_record(item) for item in queued]
-        for record, item in zip(records, queued):
+        for record, item in zip(records, queued, strict=True):
             if record.size > config.max_message_size:
                 raise MessageTooLarge(
                     f"message to {', '.join(item.recipients)} is {record.size} bytes queued, "

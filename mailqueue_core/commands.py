@@ -25,7 +25,7 @@ from typing import Any, TextIO
 from mailqueue_core import codec
 from mailqueue_core.config import Config
 from mailqueue_core.errors import CodecError, ConfigurationError, StoreUnavailable
-from mailqueue_core.flusher import FlushListener, Flusher, FlushResult
+from mailqueue_core.flusher import Flusher, FlushListener, FlushResult
 from mailqueue_core.plugins import make_store, make_transport
 from mailqueue_core.store import Store
 
@@ -69,7 +69,9 @@ def add_subcommands(
     flush.add_argument("--loop", action="store_true", help="run as a service until SIGTERM")
     flush.add_argument("--interval", type=parse_duration, default=5.0, help="with --loop")
     flush.add_argument("--workers", type=_positive_int, default=1, help="worker processes")
-    flush.add_argument("--quiet", action="store_true", help="no summary; problems still go to stderr")
+    flush.add_argument(
+        "--quiet", action="store_true", help="no summary; problems still go to stderr"
+    )
 
     status = sub.add_parser("status", help="count queued, in-flight and dead messages")
     status.add_argument("--json", action="store_true")
@@ -159,6 +161,7 @@ def _flush_one(
     try:
         flusher = _flusher(conf, store, listener)
         if options.loop:
+
             def report(result: FlushResult) -> None:
                 if not options.quiet:
                     print(result.summary(), file=stdout, flush=True)
@@ -175,7 +178,9 @@ def _drain_fallback(conf: Config, stderr: TextIO) -> int:
     main = _store(conf)
     moved = 0
     try:
-        while claims := fallback.fetch_due(time.time() + 100 * 365 * 86400, conf.batch_size, conf.lease):
+        while claims := fallback.fetch_due(
+            time.time() + 100 * 365 * 86400, conf.batch_size, conf.lease
+        ):
             main.enqueue([claim.record for claim in claims])
             for claim in claims:
                 fallback.ack(claim)
@@ -295,7 +300,9 @@ def _read_retrying(fd: int, stop: threading.Event, children: dict[int, int]) -> 
 # -- inspection ------------------------------------------------------------------------
 
 
-def _status(options: argparse.Namespace, conf: Config, stdout: TextIO, stderr: TextIO, _: Any) -> int:
+def _status(
+    options: argparse.Namespace, conf: Config, stdout: TextIO, stderr: TextIO, _: Any
+) -> int:
     store = _store(conf)
     try:
         stats = store.stats(time.time())
@@ -333,7 +340,9 @@ def _status(options: argparse.Namespace, conf: Config, stdout: TextIO, stderr: T
     return 1 if problems else 0
 
 
-def _dead(options: argparse.Namespace, conf: Config, stdout: TextIO, stderr: TextIO, _: Any) -> int:
+def _dead(
+    options: argparse.Namespace, conf: Config, stdout: TextIO, stderr: TextIO, _: Any
+) -> int:
     store = _store(conf)
     try:
         letters = store.dead_letters(limit=options.limit)
@@ -379,7 +388,9 @@ def _dead(options: argparse.Namespace, conf: Config, stdout: TextIO, stderr: Tex
     return 0
 
 
-def _retry(options: argparse.Namespace, conf: Config, stdout: TextIO, stderr: TextIO, _: Any) -> int:
+def _retry(
+    options: argparse.Namespace, conf: Config, stdout: TextIO, stderr: TextIO, _: Any
+) -> int:
     if options.all == bool(options.ids):
         print("mailqueue retry: give either --all or message ids", file=stderr)
         return 1
@@ -392,7 +403,9 @@ def _retry(options: argparse.Namespace, conf: Config, stdout: TextIO, stderr: Te
     return 0
 
 
-def _purge(options: argparse.Namespace, conf: Config, stdout: TextIO, stderr: TextIO, _: Any) -> int:
+def _purge(
+    options: argparse.Namespace, conf: Config, stdout: TextIO, stderr: TextIO, _: Any
+) -> int:
     store = _store(conf)
     try:
         count = store.purge(time.time() - options.older_than)

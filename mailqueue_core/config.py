@@ -88,9 +88,7 @@ class Config:
         retry = {**DEFAULTS["RETRY"], **retry}
         max_age = _number(merged, "MAX_AGE")
         try:
-            policy = RetryPolicy(
-                **{_RETRY_KEYS[k]: v for k, v in retry.items()}, max_age=max_age
-            )
+            policy = RetryPolicy(**{_RETRY_KEYS[k]: v for k, v in retry.items()}, max_age=max_age)
         except ConfigurationError as exc:
             raise ConfigurationError(f"MAILQUEUE['RETRY']: {exc}") from None
         transport = merged["TRANSPORT"]

@@ -129,9 +129,7 @@ def _check_headers(message: EmailMessage) -> None:
     """
     values = [message.subject, message.from_email, *message.extra_headers.values()]
     values += [*message.to, *message.cc, *message.reply_to]
-    if any(_has_newline(v) for v in values) or any(
-        _has_newline(n) for n in message.extra_headers
-    ):
+    if any(_has_newline(v) for v in values) or any(_has_newline(n) for n in message.extra_headers):
         message.message()
 
 
@@ -177,11 +175,7 @@ def capture(message: EmailMessage) -> QueuedMessage:
         "headers": headers,
         "encoding": message.encoding,
     }
-    extra = {
-        k: v
-        for k, v in vars(message).items()
-        if not k.startswith("_") and k not in _KNOWN
-    }
+    extra = {k: v for k, v in vars(message).items() if not k.startswith("_") and k not in _KNOWN}
     if _renders_itself(type(message)):
         saved = message.extra_headers
         message.extra_headers = headers

@@ -328,9 +328,7 @@ class Flusher:
             logger.warning("message %s could not be buried: its lease was taken over", claim.id)
             return
         result.buried += 1
-        logger.error(
-            "buried message %s to %s: %s", claim.id, _recipients(claim, message), reason
-        )
+        logger.error("buried message %s to %s: %s", claim.id, _recipients(claim, message), reason)
         self.listener.buried(claim.id, message, reason)
 
     def _defer_all(self, claims: list[Claim], exc: Exception, result: FlushResult) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from typing import Any, Union
+from typing import Any
 
 __all__ = ["Attachment", "Part", "QueuedMessage"]
 
@@ -40,7 +40,7 @@ class MimePart:
     raw: bytes
 
 
-Attachment = Union[Part, MimePart]
+Attachment = Part | MimePart
 
 
 @dataclasses.dataclass

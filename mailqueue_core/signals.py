@@ -16,9 +16,9 @@ from typing import Any
 
 from django.dispatch import Signal
 
-from mailqueue_core.transport import Delivery
 from mailqueue_core.flusher import FlushListener
 from mailqueue_core.message import QueuedMessage
+from mailqueue_core.transport import Delivery
 
 __all__ = [
     "SignalListener",

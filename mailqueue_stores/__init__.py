@@ -1,1 +1,4 @@
-"""Bundled queue stores. Each module is one store, found through the ``mailqueue.stores`` entry points."""
+"""Bundled queue stores.
+
+Each module is one store, found through the ``mailqueue.stores`` entry points.
+"""

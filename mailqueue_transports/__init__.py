@@ -1,1 +1,4 @@
-"""Bundled transports. Each module is one transport, found through the ``mailqueue.transports`` entry points."""
+"""Bundled transports.
+
+Each module is one transport, found through the ``mailqueue.transports`` entry points.
+"""

@@ -73,7 +73,9 @@ class DjangoTransport(Transport):
             try:
                 self.backend_class = import_string(backend)
             except ImportError as exc:
-                raise ConfigurationError(f"cannot import email backend {backend!r}: {exc}") from exc
+                raise ConfigurationError(
+                    f"cannot import email backend {backend!r}: {exc}"
+                ) from exc
             _refuse_self(self.backend_class, backend)
         else:
             self._check_mailer(mailer)

@@ -64,7 +64,10 @@ _SETTINGS = {
     "ssl_keyfile": ("EMAIL_SSL_KEYFILE", None),
 }
 _OTHER = {"ssl_cafile": None, "verify": True, "local_hostname": None}
-_HINT = "the SMTP settings (EMAIL_HOST, EMAIL_PORT, EMAIL_USE_TLS/SSL, EMAIL_HOST_USER, EMAIL_HOST_PASSWORD)"
+_HINT = (
+    "the SMTP settings (EMAIL_HOST, EMAIL_PORT, EMAIL_USE_TLS/SSL, "
+    "EMAIL_HOST_USER, EMAIL_HOST_PASSWORD)"
+)
 
 
 def _django_defaults() -> dict[str, Any]:
@@ -83,7 +86,7 @@ class SMTPTransport(Transport):
         given: dict[str, Any] = {}
         if location and location != "smtp":
             url = parse_url(location, schemes=("smtp",))
-            given.update({k: v for k, v in url.options().items()})
+            given.update(url.options())
             if url.host:
                 given["host"] = url.host
             if url.port:
@@ -204,7 +207,9 @@ class SMTPTransport(Transport):
 
     @staticmethod
     def _classify(refused: dict[str, tuple[int, bytes]]) -> dict[str, DeliveryError]:
-        return {rcpt: classify_reply(code, reply, "rcpt") for rcpt, (code, reply) in refused.items()}
+        return {
+            rcpt: classify_reply(code, reply, "rcpt") for rcpt, (code, reply) in refused.items()
+        }
 
 
 def _quietly_close(connection: smtplib.SMTP) -> None:

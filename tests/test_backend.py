@@ -46,8 +46,14 @@ def test_send_mail_queues_and_returns_count():
 def test_envelope_has_bcc_and_headers_do_not():
     conf = queue_settings()
     with override_settings(MAILQUEUE=conf):
-        m = EmailMessage("S", "B", "Shop <shop@example.com>", ["To <to@example.com>"],
-                         cc=["cc@example.com"], bcc=["hidden@example.com"])
+        m = EmailMessage(
+            "S",
+            "B",
+            "Shop <shop@example.com>",
+            ["To <to@example.com>"],
+            cc=["cc@example.com"],
+            bcc=["hidden@example.com"],
+        )
         backend().send_messages([m])
         (msg,) = queued(conf)
     # As Django's SMTP backend gives them to smtplib (4.2/5.2 keep the display name).
@@ -67,11 +73,18 @@ def test_no_recipients_queues_nothing():
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: EmailMessage("Hi\nBcc: victim@example.com", "B", "a@example.com", ["b@example.com"]),
+        lambda: EmailMessage(
+            "Hi\nBcc: victim@example.com", "B", "a@example.com", ["b@example.com"]
+        ),
         lambda: EmailMessage("Hi", "B", "a@example.com\nBcc: v@example.com", ["b@example.com"]),
         lambda: EmailMessage("Hi", "B", "a@example.com", ["b@example.com\r\nBcc: v@example.com"]),
-        lambda: EmailMessage("Hi", "B", "a@example.com", ["b@example.com"],
-                             headers={"X-Evil": "x\nBcc: v@example.com"}),
+        lambda: EmailMessage(
+            "Hi",
+            "B",
+            "a@example.com",
+            ["b@example.com"],
+            headers={"X-Evil": "x\nBcc: v@example.com"},
+        ),
     ],
 )
 def test_header_injection_fails_like_django_and_queues_nothing(make):
@@ -108,9 +121,12 @@ def test_store_down_raises_store_unavailable_and_logs(caplog, unused_tcp_port):
         with pytest.raises(StoreUnavailable) as info:
             backend().send_messages([EmailMessage("S", "B", "a@x.com", ["rcpt@x.com"])])
         assert info.value.__cause__ is not None
-        assert backend(fail_silently=True).send_messages(
-            [EmailMessage("S", "B", "a@x.com", ["rcpt@x.com"])]
-        ) == 0
+        assert (
+            backend(fail_silently=True).send_messages(
+                [EmailMessage("S", "B", "a@x.com", ["rcpt@x.com"])]
+            )
+            == 0
+        )
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert any("rcpt@x.com" in e for e in errors)
 
@@ -122,7 +138,9 @@ def test_fallback_store_takes_mail_when_store_is_down(caplog, unused_tcp_port):
         assert backend().send_messages([EmailMessage("S", "B", "a@x.com", ["r@x.com"])]) == 1
         (msg,) = queued({"STORE": fallback})
     assert msg.recipients == ["r@x.com"]
-    assert any(r.levelno == logging.WARNING and "fallback" in r.getMessage() for r in caplog.records)
+    assert any(
+        r.levelno == logging.WARNING and "fallback" in r.getMessage() for r in caplog.records
+    )
 
 
 def test_signal_message_queued():
@@ -152,6 +170,8 @@ def test_backend_options_override_settings():
 
 
 def test_missing_setting_is_a_configuration_error():
-    with override_settings(MAILQUEUE=None):
-        with pytest.raises(ConfigurationError, match="MAILQUEUE is not set"):
-            backend().send_messages([EmailMessage("S", "B", "a@x.com", ["r@x.com"])])
+    with (
+        override_settings(MAILQUEUE=None),
+        pytest.raises(ConfigurationError, match="MAILQUEUE is not set"),
+    ):
+        backend().send_messages([EmailMessage("S", "B", "a@x.com", ["r@x.com"])])

@@ -18,7 +18,10 @@ from mailqueue_core.backend import EmailBackend
 from mailqueue_core.commands import parse_duration
 from mailqueue_core.django_settings import get_store
 
-LOCMEM = {"NAME": "django", "OPTIONS": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}}
+LOCMEM = {
+    "NAME": "django",
+    "OPTIONS": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"},
+}
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from mailqueue_core.errors import (
     StoreUnavailable,
     TransientError,
 )
-from mailqueue_core.flusher import FlushListener, Flusher
+from mailqueue_core.flusher import Flusher, FlushListener
 from mailqueue_core.policy import RetryPolicy
 from mailqueue_core.store import Record
 from mailqueue_core.transport import Delivery
@@ -85,7 +85,9 @@ def test_transient_failure_backs_off_exponentially_then_buries_at_max_age(store,
     assert clock.now - created < 86400 + 1
     (letter,) = store.dead_letters()
     assert "gave up after" in letter.reason and "451" in letter.reason
-    assert any(r.levelno == logging.ERROR and "a@example.com" in r.getMessage() for r in caplog.records)
+    assert any(
+        r.levelno == logging.ERROR and "a@example.com" in r.getMessage() for r in caplog.records
+    )
 
 
 def _next_due(store, now) -> float:
@@ -145,7 +147,9 @@ def test_connect_error_defers_batch_under_max_age_rule(store, clock):
 
 def test_unexpected_exception_is_transient_and_logged(store, clock, caplog):
     store.enqueue([record(created=clock.now)])
-    result = flusher(store, ScriptedTransport(fail_with(RuntimeError("plugin bug"))), clock).flush()
+    result = flusher(
+        store, ScriptedTransport(fail_with(RuntimeError("plugin bug"))), clock
+    ).flush()
     assert result.deferred == 1
     assert any("unexpected" in r.getMessage() for r in caplog.records)
 
@@ -297,7 +301,9 @@ def test_run_loops_until_stopped(store, clock):
         results.append(result)
         stop.set()
 
-    total = flusher(store, ScriptedTransport(), clock).run(stop, interval=0.01, on_result=on_result)
+    total = flusher(store, ScriptedTransport(), clock).run(
+        stop, interval=0.01, on_result=on_result
+    )
     assert total.sent == 1 and len(results) == 1
 
 

@@ -16,7 +16,9 @@ from mailqueue_core.signals import SignalListener
 def _common(parser: argparse.ArgumentParser) -> None:
     # Django's common options, accepted after the subcommand too
     # (``manage.py mailqueue flush -v 2``).
-    parser.add_argument("-v", "--verbosity", type=int, choices=[0, 1, 2, 3], default=argparse.SUPPRESS)
+    parser.add_argument(
+        "-v", "--verbosity", type=int, choices=[0, 1, 2, 3], default=argparse.SUPPRESS
+    )
     parser.add_argument("--settings", default=argparse.SUPPRESS)
     parser.add_argument("--pythonpath", default=argparse.SUPPRESS)
     parser.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS)
