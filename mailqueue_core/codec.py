@@ -114,9 +114,9 @@ def encode(message: QueuedMessage) -> bytes:
         doc["multipart"] = True
     if message.subtypes:
         doc["subtypes"] = message.subtypes
-    if message.encoding:
+    if message.encoding is not None:
         doc["encoding"] = message.encoding
-    if message.transport:
+    if message.transport is not None:
         doc["transport"] = message.transport
     if message.extra:
         for name, value in message.extra.items():
