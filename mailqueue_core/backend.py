@@ -41,10 +41,10 @@ class EmailBackend(BaseEmailBackend):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         overrides = {_OPTION_KEYS[k]: kwargs.pop(k) for k in list(kwargs) if k in _OPTION_KEYS}
-        # fail_silently is passed on only when given: Django 6.1 treats an
-        # explicit one as a (deprecated) option of its own.
-        fail_silently = kwargs.get("fail_silently", args[0] if args else False)
-        super().__init__(*args, **kwargs)
+        # fail_silently is ours to honour; Django 6.1 deprecates it in its base
+        # class, so it is not passed on.
+        fail_silently = kwargs.pop("fail_silently", args[0] if args else False)
+        super().__init__(**kwargs)
         self.fail_silently = bool(fail_silently)
         self._overrides = overrides
         self._config: Config | None = None

@@ -11,7 +11,9 @@ from mailqueue_core.errors import ConfigurationError
 
 
 def _uses_queue() -> bool:
-    backend = getattr(settings, "EMAIL_BACKEND", "")
+    backend = ""
+    if getattr(settings, "MAILERS", None) is None and settings.is_overridden("EMAIL_BACKEND"):
+        backend = settings.EMAIL_BACKEND
     mailers = getattr(settings, "MAILERS", {}) or {}
     return backend.startswith("mailqueue_core.") or any(
         str(m.get("BACKEND", "")).startswith("mailqueue_core.") for m in mailers.values()

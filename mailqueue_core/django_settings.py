@@ -24,8 +24,19 @@ _stores: dict[tuple[str, str], Store] = {}
 _lock = threading.Lock()
 
 
+def _mailer_options() -> dict[str, Any] | None:
+    """The options of the first ``MAILERS`` entry that is the queueing backend."""
+    for mailer in (getattr(settings, "MAILERS", None) or {}).values():
+        if str(mailer.get("BACKEND", "")).startswith("mailqueue_core."):
+            return {key.upper(): value for key, value in mailer.get("OPTIONS", {}).items()}
+    return None
+
+
 def get_config(overrides: dict[str, Any] | None = None) -> Config:
+    """``MAILQUEUE`` (or, without it, the queueing mailer's ``OPTIONS``) plus ``overrides``."""
     raw = getattr(settings, "MAILQUEUE", None)
+    if raw is None:
+        raw = _mailer_options()
     if overrides:
         raw = {**(raw or {}), **overrides}
     return Config.from_settings(raw)

@@ -71,11 +71,20 @@ _HINT = (
 
 
 def _django_defaults() -> dict[str, Any]:
+    """The EMAIL_* settings a site set explicitly.
+
+    Only explicit ones: Django 6.1 deprecates these settings (reading one
+    warns) and hides them once ``MAILERS`` is defined; their defaults are ours.
+    """
     from django.conf import settings
 
-    if not settings.configured:
+    if not settings.configured or getattr(settings, "MAILERS", None) is not None:
         return {}
-    return {name: getattr(settings, setting, None) for name, (setting, _) in _SETTINGS.items()}
+    return {
+        name: getattr(settings, setting)
+        for name, (setting, _) in _SETTINGS.items()
+        if settings.is_overridden(setting)
+    }
 
 
 class SMTPTransport(Transport):

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import django
 
 from mailqueue_core import codec
 from mailqueue_core.errors import DeliveryError
 from mailqueue_core.message import QueuedMessage
 from mailqueue_core.store import Record
 from mailqueue_core.transport import Delivery, Transport
+
+try:
+    from django.utils.deprecation import RemovedInDjango2028Warning
+except ImportError:  # Django < 6.1
+    RemovedInDjango2028Warning = None  # type: ignore[assignment,misc]
 
 
 class Clock:
@@ -74,3 +84,42 @@ def message(
 
 def record(*recipients: str, created: float, **kwargs: object) -> Record:
     return codec.to_record(message(*recipients, created=created, **kwargs))  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def legacy_email_settings(**settings: object) -> Iterator[None]:
+    """override_settings for EMAIL_* settings, which Django 6.1 deprecates.
+
+    On 6.1 MAILERS is removed for the duration (EMAIL_* are unavailable beside
+    it) and the deprecation warnings are silenced: these tests are about the
+    pre-MAILERS configuration that sites still use.
+    """
+    from django.test import override_settings
+
+    with warnings.catch_warnings():
+        if RemovedInDjango2028Warning is not None:
+            warnings.simplefilter("ignore", RemovedInDjango2028Warning)
+        with override_settings(**settings):
+            if django.VERSION >= (6, 1):
+                from django.conf import settings as live
+
+                del live.MAILERS
+            yield
+
+
+def django_smtp_backend(host: str = "localhost", port: int = 25, **options: object) -> Any:
+    """Django's own SMTP backend with explicit options (as a 6.1 mailer would get them)."""
+    from django.core.mail.backends.smtp import EmailBackend
+
+    kwargs: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "username": "",
+        "password": "",
+        "use_tls": False,
+        "use_ssl": False,
+        **options,
+    }
+    if django.VERSION >= (6, 1):
+        kwargs["alias"] = "reference"
+    return EmailBackend(**kwargs)
