@@ -2,7 +2,7 @@ import uuid
 
 import pytest
 
-from mailqueue_core.testing import StoreContract
+from mailqueue_core.testing import StoreContract, store_model_test
 from mailqueue_stores.memory import MemoryStore
 
 
@@ -12,3 +12,8 @@ class TestMemoryStore(StoreContract):
         s = MemoryStore(f"memory://{uuid.uuid4().hex}", namespace="test")
         yield s
         s.close()
+
+
+TestMemoryStoreModel = store_model_test(
+    lambda: MemoryStore(f"memory://{uuid.uuid4().hex}", namespace="model")
+)
