@@ -172,8 +172,11 @@ class SMTPTransport(Transport):
                 connection = smtplib.SMTP(
                     self.host, self.port, local_hostname=self.local_hostname, timeout=self.timeout
                 )
-                if self.use_tls:
-                    connection.starttls(context=self._ssl_context())
+            # Greet now, not lazily inside the first sendmail(): a refusal here
+            # is the session's, and must not be charged to a message.
+            _greet(connection)
+            if self.use_tls and not self.use_ssl:
+                connection.starttls(context=self._ssl_context())
             if self.username and self.password:
                 connection.login(self.username, self.password)
         except (smtplib.SMTPException, OSError) as exc:
@@ -219,6 +222,16 @@ class SMTPTransport(Transport):
         return {
             rcpt: classify_reply(code, reply, "rcpt") for rcpt, (code, reply) in refused.items()
         }
+
+
+def _greet(connection: smtplib.SMTP) -> None:
+    code, reply = connection.ehlo()
+    if code == 421:
+        raise smtplib.SMTPHeloError(code, reply)
+    if not 200 <= code < 300:
+        code, reply = connection.helo()
+        if not 200 <= code < 300:
+            raise smtplib.SMTPHeloError(code, reply)
 
 
 def _quietly_close(connection: smtplib.SMTP) -> None:
