@@ -153,7 +153,7 @@ def test_auth_accepted_and_credentials_never_logged(clock, caplog, capsys):
     ],
 )
 def test_some_recipients_refused(store, server, clock, reply, kind):
-    (rec,) = queue(store, clock, "ok@x.com", "refused@x.com")
+    queue(store, clock, "ok@x.com", "refused@x.com")
     server.fault("rcpt", reply, recipients=["refused@x.com"])
     result = flush(store, server, clock)
     assert result.sent == 1
