@@ -37,6 +37,8 @@ class _Entry:
     record: Record
     token: str | None = None
     expires: float = 0.0
+    due: float = 0.0
+    """The due time before the first claim; a release puts it back."""
 
 
 class _Queue:
@@ -85,12 +87,15 @@ class MemoryStore(Store):
                     continue  # stale heap item
                 if entry.token is not None and entry.expires > now:
                     continue  # held; its heap item is re-pushed when the lease is taken
+                if entry.token is None:
+                    entry.due = due
                 entry.token = uuid.uuid4().hex
                 entry.expires = now + lease
                 # Re-push at the lease expiry so an abandoned claim comes back.
                 entry.record = replace(entry.record, due=entry.expires)
                 q.push(entry.record)
-                claims.append(Claim(replace(entry.record, due=due), entry.token, entry.expires))
+                record = replace(entry.record, due=entry.due)
+                claims.append(Claim(record, entry.token, entry.expires))
         return claims
 
     def _take(self, claim: Claim) -> _Entry:
@@ -116,7 +121,7 @@ class MemoryStore(Store):
     def release(self, claim: Claim) -> None:
         with self._q.lock:
             entry = self._take(claim)
-            entry.record = replace(entry.record, due=claim.record.due)
+            entry.record = replace(entry.record, due=entry.due)
             entry.token = None
             self._q.push(entry.record)
 

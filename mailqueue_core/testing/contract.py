@@ -154,6 +154,22 @@ class StoreContract:
         assert second.token != first.token
         assert second.record.attempts == first.record.attempts
 
+    def test_claims_report_the_original_due_and_release_restores_it(
+        self, store: Store, now: float
+    ) -> None:
+        first, second = make_record(now - 20), make_record(now - 10)
+        store.enqueue([first, second])
+        (claim,) = store.fetch_due(now, 1, LEASE)
+        assert claim.record.due == pytest.approx(now - 20, abs=1e-3)
+        (again, other) = store.fetch_due(now + LEASE + 1, 2, LEASE)
+        # The expired lease is due again from its expiry: after the waiting one.
+        assert (other.id, again.id) == (first.id, second.id)
+        assert other.record.due == pytest.approx(now - 20, abs=1e-3)
+        store.release(other)
+        store.release(again)
+        claims = store.fetch_due(now + LEASE + 1, 2, LEASE)
+        assert [c.id for c in claims] == [first.id, second.id]
+
     def test_expired_lease_counts_as_ready(self, store: Store, now: float) -> None:
         store.enqueue([make_record(now)])
         store.fetch_due(now, 10, LEASE)

@@ -1,0 +1,183 @@
+"""The SQLite store's file: WAL set-up, tables and statements (connections live apart).
+
+Live messages and dead letters sit in two tables keyed on ``(namespace, id)``.
+In the live table, ``due`` is the next time a message can be claimed: its due
+time while it waits, its lease expiry while it is claimed. So one
+``(namespace, due)`` index finds both due messages and expired leases, and a
+claim reads ``limit`` index entries however deep the queue is. ``record_due``
+keeps the due time that the claim's record reports and that a release restores.
+Small columns come first and ``data`` last, so that reading the state of a row
+never walks the overflow pages of a large message.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+from mailqueue_core.errors import ConfigurationError
+
+__all__ = ["CLAIM", "SCHEMA_VERSION", "enable_wal", "ensure_schema"]
+
+SCHEMA_VERSION = 1
+
+_DDL = (
+    """CREATE TABLE IF NOT EXISTS mailqueue_meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS mailqueue_queue (
+        namespace TEXT NOT NULL,
+        id TEXT NOT NULL,
+        due REAL NOT NULL,
+        record_due REAL NOT NULL,
+        created REAL NOT NULL,
+        attempts INTEGER NOT NULL,
+        token TEXT,
+        last_error TEXT,
+        data BLOB NOT NULL,
+        PRIMARY KEY (namespace, id)
+    )""",
+    "CREATE INDEX IF NOT EXISTS mailqueue_queue_due ON mailqueue_queue (namespace, due)",
+    """CREATE TABLE IF NOT EXISTS mailqueue_dead (
+        namespace TEXT NOT NULL,
+        id TEXT NOT NULL,
+        buried REAL NOT NULL,
+        reason TEXT NOT NULL,
+        created REAL NOT NULL,
+        due REAL NOT NULL,
+        attempts INTEGER NOT NULL,
+        last_error TEXT,
+        data BLOB NOT NULL,
+        PRIMARY KEY (namespace, id)
+    )""",
+    "CREATE INDEX IF NOT EXISTS mailqueue_dead_buried ON mailqueue_dead (namespace, buried, id)",
+)
+
+_VERSION_TABLE = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'mailqueue_meta'"
+_VERSION = "SELECT value FROM mailqueue_meta WHERE key = 'schema_version'"
+
+#: The claim query: parameters ``(namespace, now, limit)``. Public so that a
+#: test can show its query plan reads the index, not the table.
+CLAIM = (
+    "SELECT id, record_due, created, attempts, last_error, data FROM mailqueue_queue"
+    " WHERE namespace = ? AND due <= ? ORDER BY due, rowid LIMIT ?"
+)
+TAKE = "UPDATE mailqueue_queue SET due = ?, token = ? WHERE namespace = ? AND id = ?"
+
+ENQUEUE = (
+    "INSERT OR IGNORE INTO mailqueue_queue"
+    " (namespace, id, due, record_due, created, attempts, last_error, data)"
+    " SELECT ?, ?, ?, ?, ?, ?, ?, ?"
+    " WHERE NOT EXISTS (SELECT 1 FROM mailqueue_dead WHERE namespace = ? AND id = ?)"
+)
+ACK = "DELETE FROM mailqueue_queue WHERE namespace = ? AND id = ? AND token = ?"
+REQUEUE = (
+    "UPDATE mailqueue_queue SET due = ?, record_due = ?, attempts = attempts + 1,"
+    " last_error = ?, token = NULL WHERE namespace = ? AND id = ? AND token = ?"
+)
+RELEASE = (
+    "UPDATE mailqueue_queue SET due = record_due, token = NULL"
+    " WHERE namespace = ? AND id = ? AND token = ?"
+)
+BURY = (
+    "INSERT OR REPLACE INTO mailqueue_dead"
+    " (namespace, id, buried, reason, created, due, attempts, last_error, data)"
+    " SELECT namespace, id, ?, ?, created, record_due, attempts, ?, data"
+    " FROM mailqueue_queue WHERE namespace = ? AND id = ? AND token = ?"
+)
+ADD_DEAD = (
+    "INSERT OR REPLACE INTO mailqueue_dead"
+    " (namespace, id, buried, reason, created, due, attempts, last_error, data)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+STATS = (
+    "SELECT COALESCE(SUM(due <= :now), 0),"
+    " COALESCE(SUM(due > :now AND token IS NULL), 0),"
+    " COALESCE(SUM(due > :now AND token IS NOT NULL), 0),"
+    " MIN(CASE WHEN due <= :now THEN created END)"
+    " FROM mailqueue_queue WHERE namespace = :namespace"
+)
+COUNT_DEAD = "SELECT COUNT(*) FROM mailqueue_dead WHERE namespace = ?"
+DEAD_LETTERS = (
+    "SELECT id, buried, reason, created, due, attempts, last_error, data FROM mailqueue_dead"
+    " WHERE namespace = ? ORDER BY buried, id LIMIT ?"
+)
+DEAD_IDS = "SELECT id FROM mailqueue_dead WHERE namespace = ? ORDER BY buried, id"
+# A dead letter whose id is live again (add_dead of a live id) stays dead:
+# reviving it must not overwrite the live message.
+REVIVE = (
+    "INSERT OR IGNORE INTO mailqueue_queue"
+    " (namespace, id, due, record_due, created, attempts, last_error, data)"
+    " SELECT namespace, id, ?, ?, ?, 0, last_error, data"
+    " FROM mailqueue_dead WHERE namespace = ? AND id = ?"
+)
+DELETE_DEAD = "DELETE FROM mailqueue_dead WHERE namespace = ? AND id = ?"
+PURGE = "DELETE FROM mailqueue_dead WHERE namespace = ? AND buried < ?"
+
+
+def _version(conn: sqlite3.Connection) -> int:
+    if conn.execute(_VERSION_TABLE).fetchone() is None:
+        return 0
+    row = conn.execute(_VERSION).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    return code == sqlite3.SQLITE_BUSY if code is not None else "locked" in str(exc)
+
+
+def enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """Put the file in WAL mode (a no-op once it is), waiting up to ``timeout`` for a lock.
+
+    SQLite does not call the busy handler when several connections switch a
+    new file to WAL at once: the losers get SQLITE_BUSY at once. So they wait
+    here, as the busy timeout would have made them wait.
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    while True:
+        try:
+            (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
+            continue
+        if mode.lower() != "wal":
+            raise sqlite3.OperationalError(f"cannot use WAL journal mode (got {mode!r})")
+        return
+
+
+def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
+    """Create the tables if they are missing; refuse a schema from a newer release.
+
+    ``conn`` is in autocommit mode. Creation runs under ``BEGIN IMMEDIATE`` and
+    looks again once it holds the write lock, so processes that race to create
+    the schema take turns and the later ones find it done.
+    """
+    version = _version(conn)
+    if version == SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = _version(conn)
+        if version > SCHEMA_VERSION:
+            raise ConfigurationError(
+                f"sqlite store {path} has schema version {version}, newer than this"
+                f" mailqueue understands ({SCHEMA_VERSION}): upgrade mailqueue"
+            )
+        if version < SCHEMA_VERSION:
+            for statement in _DDL:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT OR REPLACE INTO mailqueue_meta VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

@@ -1,0 +1,397 @@
+"""The Redis store against real redis-server processes (see tests/servers/redis.py)."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+from mailqueue_core.errors import (
+    ConfigurationError,
+    MessageTooLarge,
+    StoreError,
+    StoreUnavailable,
+)
+from mailqueue_core.testing import StoreContract
+from mailqueue_core.testing.contract import LEASE, make_record
+from mailqueue_stores.redis import RedisStore
+from tests.servers.redis import HOST, free_port
+
+
+def scan_namespace(server, namespace: str) -> list[bytes]:
+    with server.client() as client:
+        return list(client.scan_iter(match=f"mailqueue:{{{namespace}}}:*"))
+
+
+@pytest.fixture
+def now() -> float:
+    return float(int(time.time()))
+
+
+class TestRedisStore(StoreContract):
+    @pytest.fixture
+    def store(self, redis_server):
+        s = RedisStore(redis_server.url, namespace=uuid.uuid4().hex)
+        yield s
+        s.close()
+
+
+# -- what only the Redis store promises ---------------------------------------
+
+
+@pytest.fixture
+def store(redis_server):
+    s = RedisStore(redis_server.url, namespace=uuid.uuid4().hex)
+    yield s
+    s.close()
+
+
+def test_keyspace_is_empty_after_everything(store, redis_server, now):
+    records = [make_record(now) for _ in range(6)]
+    store.enqueue(records)
+    acked, requeued, released, buried, revived, dead = store.fetch_due(now, 10, LEASE)
+    store.ack(acked)
+    store.requeue(requeued, now, "451")
+    store.release(released)
+    store.bury(buried, "550", now - 100)
+    store.bury(revived, "550", now)
+    store.bury(dead, "550", now)
+    store.add_dead([make_record(now, last_error="550 one recipient")], now)
+    assert store.purge(now - 50) == 1
+    assert store.revive([revived.id], now) == 1
+    assert store.purge(now + 1) == 2
+    while batch := store.fetch_due(now + 10 * LEASE, 10, LEASE):
+        for claim in batch:
+            store.ack(claim)
+    stats = store.stats(now + 10 * LEASE)
+    assert (stats.ready, stats.scheduled, stats.in_flight, stats.dead) == (0, 0, 0, 0)
+    assert scan_namespace(redis_server, store.namespace) == []
+
+
+def test_two_namespaces_in_one_redis(redis_server, now):
+    a = RedisStore(redis_server.url + "?namespace=" + uuid.uuid4().hex)
+    b = RedisStore(redis_server.url, namespace=uuid.uuid4().hex)
+    try:
+        a.enqueue([make_record(now - 10), make_record(now + 60)])
+        b.enqueue([make_record(now)])
+        b.add_dead([make_record(now, last_error="x")], now - 3600)
+        assert (a.stats(now).ready, a.stats(now).scheduled, a.stats(now).dead) == (1, 1, 0)
+        assert (b.stats(now).ready, b.stats(now).scheduled, b.stats(now).dead) == (1, 0, 1)
+        assert a.purge(now) == 0
+        assert a.revive(None, now) == 0
+        assert len(b.dead_letters()) == 1
+        (claim,) = a.fetch_due(now, 10, LEASE)
+        a.ack(claim)
+        assert scan_namespace(redis_server, b.namespace)
+        assert b.purge(now) == 1
+        (claim,) = b.fetch_due(now, 10, LEASE)
+        b.ack(claim)
+        assert scan_namespace(redis_server, b.namespace) == []
+        assert a.stats(now + 60).ready == 1
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_megabyte_of_binary_round_trips(store, now):
+    data = bytes(range(256)) * 4096
+    store.enqueue([make_record(now, data=data)])
+    (claim,) = store.fetch_due(now, 1, LEASE)
+    assert claim.record.data == data
+    store.bury(claim, "too big for the relay", now)
+    (letter,) = store.dead_letters()
+    assert letter.record.data == data
+
+
+def test_record_over_the_limit_is_refused(store, now, monkeypatch):
+    monkeypatch.setattr(RedisStore, "max_record_size", 10)
+    with pytest.raises(MessageTooLarge):
+        store.enqueue([make_record(now, data=b"x" * 11)])
+    assert store.stats(now).ready == 0
+
+
+def test_empty_calls_do_nothing(store, now):
+    store.enqueue([])
+    store.add_dead([], now)
+    assert store.fetch_due(now, 0, LEASE) == []
+    assert store.dead_letters(limit=0) == []
+    assert store.revive([], now) == 0
+
+
+def test_revive_and_purge_in_chunks(store, now):
+    records = [make_record(now, last_error="550") for _ in range(1200)]
+    store.add_dead(records, now - 10)
+    assert store.stats(now).dead == 1200
+    assert store.revive([r.id for r in records[:700]], now) == 700
+    assert store.purge(now) == 500
+    assert store.stats(now).ready == 700
+
+
+def test_oldest_ready_age_past_many_scheduled(store, now):
+    # Over a thousand older messages wait for later: the walk gives up and
+    # the oldest of the ready ones is still found among the longest due.
+    store.enqueue([make_record(now + 600, created=now - 500) for _ in range(1001)])
+    store.enqueue([make_record(now - 5, created=now - 100), make_record(now - 1, created=now - 1)])
+    assert store.stats(now).oldest_ready_age == pytest.approx(100)
+
+
+def test_scripts_come_back_after_script_flush(store, redis_server, now):
+    store.enqueue([make_record(now)])
+    with redis_server.client() as client:
+        client.script_flush()
+    (claim,) = store.fetch_due(now, 1, LEASE)
+    store.ack(claim)
+
+
+def test_restart_with_appendonly_loses_nothing(redis_server_factory, now):
+    server = redis_server_factory()
+    s = RedisStore(server.url, namespace="restart")
+    try:
+        records = [make_record(now - i) for i in range(3)]
+        s.enqueue(records)
+        (claim,) = s.fetch_due(now, 1, LEASE)
+        s.requeue(claim, now, "451 later")
+        server.kill()
+        with pytest.raises(StoreUnavailable):
+            s.stats(now)
+        server.start()
+        claims = s.fetch_due(now, 10, LEASE)  # scripts are loaded again
+        assert sorted(c.id for c in claims) == sorted(r.id for r in records)
+        assert sorted(c.record.attempts for c in claims) == [0, 0, 1]
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("call", ["enqueue", "fetch_due", "stats", "ping"])
+def test_unreachable_server_is_store_unavailable(call, now):
+    s = RedisStore(f"redis://{HOST}:{free_port()}/0", socket_connect_timeout=1)
+    try:
+        with pytest.raises(StoreUnavailable) as info:
+            if call == "enqueue":
+                s.enqueue([make_record(now)])
+            elif call == "fetch_due":
+                s.fetch_due(now, 10, LEASE)
+            else:
+                getattr(s, call)(*([now] if call == "stats" else []))
+        cause = info.value.__cause__
+        assert cause is not None
+        assert type(cause).__module__.startswith("redis")
+    finally:
+        s.close()
+
+
+def test_unreachable_cluster_is_store_unavailable(now):
+    s = RedisStore(f"redis+cluster://{HOST}:{free_port()}", socket_connect_timeout=1)
+    with pytest.raises(StoreUnavailable) as info:
+        s.stats(now)
+    assert info.value.__cause__ is not None
+
+
+def test_server_errors_are_store_errors(redis_server_factory, now):
+    server = redis_server_factory("--maxmemory", "1mb", appendonly=False)
+    with RedisStore(server.url, namespace="full") as s:
+        with pytest.raises(StoreUnavailable, match="maxmemory"):
+            s.enqueue([make_record(now, data=b"x" * 2_000_000)])
+        with server.client() as client:
+            client.config_set("maxmemory", "0")
+            client.set("mailqueue:{full}:due", "not a zset")
+        with pytest.raises(StoreError) as info:
+            s.fetch_due(now, 1, LEASE)
+        assert not isinstance(info.value, StoreUnavailable)
+        assert type(info.value.__cause__).__module__.startswith("redis")
+
+
+def test_unix_socket(redis_server_factory, tmp_path, now):
+    socket_path = tmp_path / "redis.sock"
+    server = redis_server_factory("--unixsocket", str(socket_path), appendonly=False)
+    with RedisStore(f"unix://{socket_path}?db=2&namespace=u") as s:
+        s.enqueue([make_record(now)])
+        assert s.stats(now).ready == 1
+    with server.client(db=2) as client:
+        assert client.zcard("mailqueue:{u}:due") == 1
+
+
+def test_password_in_url(redis_server_factory, now):
+    server = redis_server_factory("--requirepass", "s3cr:t", appendonly=False)
+    with RedisStore(f"redis://:s3cr%3At@{HOST}:{server.port}/0") as s:
+        s.ping()
+    with (
+        RedisStore(f"redis://:wrong@{HOST}:{server.port}/0") as s,
+        pytest.raises(StoreUnavailable),
+    ):
+        s.ping()
+
+
+def test_sentinel_finds_the_master(redis_sentinel, redis_server, now):
+    host, port, service = redis_sentinel
+    for s in (
+        RedisStore(f"redis+sentinel://{host}:{port}/{service}/0", namespace=uuid.uuid4().hex),
+        RedisStore("", sentinels=[(host, port)], service_name=service, namespace="sentinel"),
+    ):
+        with s:
+            s.enqueue([make_record(now)])
+            (claim,) = s.fetch_due(now, 1, LEASE)
+            s.ack(claim)
+            assert scan_namespace(redis_server, s.namespace) == []
+
+
+def test_rediss_verifies_the_certificate(redis_tls_server, now):
+    server, ca_file = redis_tls_server
+    with RedisStore(server.url, tls_ca_certs=str(ca_file)) as s:
+        s.ping()
+    with RedisStore(server.url.replace(HOST, "localhost") + f"?tls_ca_certs={ca_file}") as s:
+        s.ping()
+    # The system's trust store does not know the test CA: refused.
+    with RedisStore(server.url) as s, pytest.raises(StoreUnavailable, match="certificate"):
+        s.ping()
+    with RedisStore(server.url + "?tls_verify=false") as s:
+        s.ping()
+    with RedisStore(server.url, tls_verify=False) as s:
+        s.ping()
+
+
+def test_missing_redis_py_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "redis", None)
+    with pytest.raises(ConfigurationError, match=r"pip install mailqueue\[redis\]"):
+        RedisStore("redis://localhost/0")
+
+
+def test_options_are_kept_for_rebuilding(redis_server):
+    s = RedisStore(redis_server.url, namespace="x", socket_timeout=2, client_options={})
+    assert s.options == {"socket_timeout": 2, "client_options": {}}
+    assert s.namespace == "x"
+    assert s.capabilities == frozenset({"shared", "durable"})
+
+
+# -- URLs and options -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "options", "expected"),
+    [
+        ("", {}, {"mode": "single", "host": "localhost", "port": 6379, "db": 0}),
+        ("redis://h:7000/3", {}, {"host": "h", "port": 7000, "db": 3, "tls": False}),
+        ("redis://u:p%40ss@h/1?db=4", {}, {"username": "u", "password": "p@ss", "db": 4}),
+        ("redis://:pw@[::1]:7001", {}, {"host": "::1", "port": 7001, "password": "pw"}),
+        ("redis://[::1]", {}, {"host": "::1", "port": 6379, "username": None}),
+        ("rediss://h", {}, {"tls": True, "tls_verify": True, "tls_ca_certs": None}),
+        ("rediss://h?tls_verify=no", {}, {"tls_verify": False}),
+        ("rediss://h", {"tls_verify": "off", "tls_ca_certs": "/ca.pem"}, {"tls_verify": False}),
+        ("unix:///run/redis.sock?db=5", {}, {"unix_path": "/run/redis.sock", "db": 5}),
+        (
+            "redis+sentinel://:pw@s1:5000,s2/mymaster/2",
+            {},
+            {
+                "mode": "sentinel",
+                "nodes": (("s1", 5000), ("s2", 26379)),
+                "service_name": "mymaster",
+                "db": 2,
+                "password": "pw",
+            },
+        ),
+        (
+            "redis://:pw@/1",
+            {"sentinels": [("s1", 5000), ["s2", "5001"]], "service_name": "m"},
+            {"mode": "sentinel", "nodes": (("s1", 5000), ("s2", 5001)), "db": 1},
+        ),
+        ("redis+cluster://a:1,b:2", {}, {"mode": "cluster", "nodes": (("a", 1), ("b", 2))}),
+        ("rediss+cluster://a:1", {}, {"mode": "cluster", "tls": True}),
+        ("redis://a:1", {"cluster": True}, {"mode": "cluster", "nodes": (("a", 1),)}),
+        (
+            "redis://h?socket_timeout=0.5",
+            {"socket_connect_timeout": 2, "client_options": {"health_check_interval": 30}},
+            {
+                "socket_timeout": 0.5,
+                "socket_connect_timeout": 2.0,
+                "client_options": {"health_check_interval": 30},
+            },
+        ),
+        ("redis://h", {}, {"socket_timeout": 5.0, "socket_connect_timeout": 5.0}),
+    ],
+)
+def test_url_and_options(url, options, expected):
+    settings = RedisStore(url, **options).settings
+    for field, value in expected.items():
+        assert getattr(settings, field) == value, field
+
+
+def test_namespace_from_url_and_option():
+    assert RedisStore("redis://h?namespace=site1").namespace == "site1"
+    assert RedisStore("redis://h?namespace=site1", namespace="site2").namespace == "site2"
+    assert RedisStore("redis://h").namespace == "default"
+
+
+@pytest.mark.parametrize(
+    ("url", "options", "message"),
+    [
+        ("memcached://h", {}, "scheme"),
+        ("redis://h", {"nope": 1, "other": 2}, "nope, other"),
+        ("redis://h?colour=blue", {}, "colour"),
+        ("redis://:hunter2@h?colour=blue", {}, r"\*\*\*"),
+        ("redis://h:port/0", {}, "port"),
+        ("redis://h/zero", {}, "db"),
+        ("redis://h/-1", {}, "db"),
+        ("redis://a:1,b:2", {}, "several hosts"),
+        ("redis://:1", {}, "empty host"),
+        ("unix://", {}, "socket path"),
+        ("redis+sentinel://s1:5000", {}, "service name"),
+        ("redis+cluster://a:1/2", {}, "db 0"),
+        ("redis://h", {"socket_timeout": 0}, "socket_timeout"),
+        ("redis://h", {"socket_timeout": "soon"}, "socket_timeout"),
+        ("redis://h", {"socket_connect_timeout": True}, "socket_connect_timeout"),
+        ("redis://h?tls_verify=maybe", {}, "tls_verify"),
+        ("redis://h", {"tls_verify": None}, "tls_verify"),
+        ("redis://h", {"tls_ca_certs": 3}, "tls_ca_certs"),
+        ("redis://h", {"client_options": [1]}, "client_options"),
+        ("redis://h", {"cluster": "yes"}, "cluster"),
+        ("unix:///s.sock", {"cluster": True}, "cluster"),
+        ("redis://h", {"sentinels": [("s", 1)], "service_name": "m"}, "no host"),
+        ("redis://", {"sentinels": [("s", 1)], "cluster": True, "service_name": "m"}, "cluster"),
+        ("redis://", {"sentinels": [("s", 1)]}, "service_name"),
+        ("redis://", {"sentinels": "s:1", "service_name": "m"}, "sentinels"),
+        ("redis://", {"sentinels": [("s", "x")], "service_name": "m"}, "sentinels"),
+        ("redis://", {"sentinels": [], "service_name": "m"}, "sentinels"),
+        ("redis://", {"service_name": "m"}, "only used with sentinels"),
+        ("redis://", {"namespace": "a{b}"}, "braces"),
+        ("redis://", {"namespace": 3}, "braces"),
+        ("redis://", {"namespace": ""}, "namespace"),
+    ],
+)
+def test_bad_urls_and_options(url, options, message):
+    with pytest.raises(ConfigurationError, match=message):
+        RedisStore(url, **options)
+
+
+def test_password_never_in_error_messages():
+    with pytest.raises(ConfigurationError) as info:
+        RedisStore("redis://user:hunter2@h:bad/0")
+    assert "hunter2" not in str(info.value)
+
+
+def test_a_server_that_is_not_redis_is_a_store_error(now):
+    # Something else listens on the port and answers garbage: redis-py's own
+    # protocol error must still come out as a store error.
+    with socket.socket() as listener:
+        listener.bind((HOST, 0))
+        listener.listen(1)
+
+        def answer_garbage() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"SSH-2.0-OpenSSH\r\n")
+
+        thread = threading.Thread(target=answer_garbage)
+        thread.start()
+        store = RedisStore(f"redis://{HOST}:{listener.getsockname()[1]}/0")
+        try:
+            with pytest.raises(StoreError) as info:
+                store.stats(now)
+        finally:
+            store.close()
+            thread.join()
+        assert type(info.value.__cause__).__module__.startswith("redis")
