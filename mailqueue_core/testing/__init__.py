@@ -17,7 +17,7 @@ def __getattr__(name: str) -> object:
         from mailqueue_core.testing import model
 
         return getattr(model, name)
-    if name in ("FaultySMTPServer", "Received"):
+    if name in ("FaultySMTPServer", "Received", "make_tls_contexts"):
         from mailqueue_core.testing import smtpserver
 
         return getattr(smtpserver, name)
@@ -30,5 +30,6 @@ __all__ = [
     "StoreContract",
     "StoreModel",
     "make_record",
+    "make_tls_contexts",
     "store_model_test",
 ]

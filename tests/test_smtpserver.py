@@ -1,0 +1,604 @@
+"""FaultySMTPServer: each fault does what it says, driven by plain smtplib."""
+
+from __future__ import annotations
+
+import base64
+import gc
+import logging
+import smtplib
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from mailqueue_core.testing.smtpserver import FaultySMTPServer, Received, make_tls_contexts
+
+MESSAGE = b"Subject: hello\r\n\r\nbody line\r\n"
+TRICKY = (
+    b"Subject: dots and bytes\r\n"
+    b"\r\n"
+    b".leading dot\r\n"
+    b"..two dots\r\n"
+    b".\r\n"  # a line of one dot inside the body, not the end
+    b"caf\xc3\xa9 and a raw \xff byte\r\n"
+    b"last line\r\n"
+)
+SHORT = 0.5  # client timeout when the server stalls for longer
+STALL = 1.5
+
+
+@pytest.fixture(scope="module")
+def tls() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    return make_tls_contexts()
+
+
+@pytest.fixture
+def server() -> Iterator[FaultySMTPServer]:
+    with FaultySMTPServer() as s:
+        yield s
+
+
+def client(server: FaultySMTPServer, timeout: float = 5.0) -> smtplib.SMTP:
+    return smtplib.SMTP(server.host, server.port, timeout=timeout)
+
+
+def send(server: FaultySMTPServer, to: list[str] | None = None, msg: bytes = MESSAGE) -> dict:
+    with client(server) as c:
+        return c.sendmail("from@example.com", to or ["to@example.com"], msg)
+
+
+def timed_out(err: pytest.ExceptionInfo[smtplib.SMTPServerDisconnected]) -> bool:
+    """smtplib reports a reply that never came as a disconnection caused by a timeout."""
+    return isinstance(err.value.__context__, TimeoutError)
+
+
+def raw_reply(sock_file) -> bytes:
+    """One whole (possibly multi-line) reply read off a raw socket."""
+    lines = []
+    while True:
+        line = sock_file.readline()
+        lines.append(line)
+        if len(line) < 4 or line[3:4] != b"-":
+            return b"".join(lines)
+
+
+# -- delivery ---------------------------------------------------------------------------
+
+
+def test_delivery_is_recorded_byte_exact(server):
+    before = time.time()
+    assert send(server, ["a@example.com", "b@example.com"], TRICKY) == {}
+    [got] = server.messages
+    assert got == Received(
+        mail_from="from@example.com",
+        rcpt_tos=["a@example.com", "b@example.com"],
+        data=TRICKY,
+        arrived=got.arrived,
+        auth_user=None,
+        tls=False,
+        connection=0,
+    )
+    assert before <= got.arrived <= time.time()
+
+
+def test_messages_is_a_copy_and_clear_forgets(server):
+    send(server)
+    server.messages.clear()
+    assert len(server.messages) == 1
+    server.clear()
+    assert server.messages == []
+    assert server.dropped_after_dot == []
+
+
+def test_connections_are_counted_and_named_on_messages(server):
+    with client(server) as c:
+        c.sendmail("f@example.com", ["t@example.com"], MESSAGE)
+        c.sendmail("f@example.com", ["t@example.com"], MESSAGE)
+    assert server.connections == 1
+    send(server)
+    assert server.connections == 2
+    assert [m.connection for m in server.messages] == [0, 0, 1]
+
+
+def test_wait_for_blocks_until_messages_arrive(server):
+    sender = threading.Thread(target=lambda: [send(server) for _ in range(2)])
+    sender.start()
+    try:
+        assert len(server.wait_for(2, timeout=10)) == 2
+    finally:
+        sender.join()
+
+
+def test_wait_for_says_how_many_arrived(server):
+    send(server)
+    with pytest.raises(TimeoutError, match="1 of 2 messages"):
+        server.wait_for(2, timeout=0.05)
+
+
+def test_no_auth_is_offered_without_credentials(server):
+    with client(server) as c:
+        c.ehlo()
+        assert not c.has_extn("auth")
+        assert c.docmd("AUTH", "PLAIN AGZvbwBiYXI=")[0] == 504
+
+
+def test_bodies_are_never_logged(server, caplog):
+    caplog.set_level(logging.DEBUG)
+    send(server, msg=b"Subject: s\r\n\r\nSECRET-BODY-MARKER\r\n")
+    assert server.messages
+    assert "SECRET-BODY-MARKER" not in caplog.text
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
+def test_credentials_are_never_logged(caplog, mechanism):
+    caplog.set_level(logging.DEBUG)
+    with FaultySMTPServer(auth={"alice": "s3cret"}) as s, client(s) as c:
+        c.ehlo()
+        c.user, c.password = "alice", "s3cret"
+        c.auth(mechanism, getattr(c, f"auth_{mechanism.lower()}"))
+    secrets = [base64.b64encode(b"\0alice\0s3cret"), base64.b64encode(b"s3cret"), b"s3cret"]
+    assert not [x for x in secrets if x.decode() in caplog.text]
+
+
+# -- connect and greeting ---------------------------------------------------------------
+
+
+def test_refuse_then_resume_on_the_same_port(server):
+    port = server.port
+    server.fault("connect", action="refuse")
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((server.host, port), timeout=2).close()
+    assert server.connections == 0
+    server.clear_faults()
+    assert server.port == port
+    assert send(server) == {}
+    assert server.connections == 1
+
+
+def test_refusal_spares_open_connections(server):
+    with client(server) as c:
+        server.fault("connect", action="refuse")
+        assert c.sendmail("f@example.com", ["t@example.com"], MESSAGE) == {}
+    server.clear_faults()
+
+
+def test_refusal_set_before_start_holds_from_the_start():
+    s = FaultySMTPServer()
+    s.clear_faults()  # harmless while stopped
+    s.fault("connect", action="refuse")
+    with s:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((s.host, s.port), timeout=2).close()
+        s.clear_faults()
+        assert send(s) == {}
+
+
+def test_greeting_421(server):
+    server.fault("greeting", "421 4.3.2 Service not available")
+    with pytest.raises(smtplib.SMTPConnectError) as err:
+        client(server)
+    assert err.value.smtp_code == 421
+
+
+def test_greeting_reply_closes_the_connection(server):
+    server.fault("greeting", "554 5.7.1 Go away")
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        f = sock.makefile("rb")
+        assert f.readline() == b"554 5.7.1 Go away\r\n"
+        assert f.readline() == b""
+        f.close()
+
+
+def test_greeting_drop(server):
+    server.fault("greeting", action="drop")
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        client(server)
+
+
+def test_greeting_stall(server):
+    server.fault("greeting", action="stall", seconds=STALL)
+    with pytest.raises(smtplib.SMTPServerDisconnected) as err:
+        client(server, timeout=SHORT)
+    assert timed_out(err)
+
+
+# -- envelope ---------------------------------------------------------------------------
+
+
+def test_per_recipient_faults_leave_others_accepted(server):
+    server.fault("rcpt", "550 5.1.1 No such user", recipients=["Gone@example.com"])
+    server.fault("rcpt", "451 4.7.1 Greylisted", recipients=["later@example.com"])
+    refused = send(server, ["gone@example.com", "ok@example.com", "later@example.com"])
+    assert refused == {
+        "gone@example.com": (550, b"5.1.1 No such user"),
+        "later@example.com": (451, b"4.7.1 Greylisted"),
+    }
+    [got] = server.messages
+    assert got.rcpt_tos == ["ok@example.com"]
+
+
+def test_all_recipients_refused_records_nothing(server):
+    server.fault("rcpt", "452 4.5.3 Too many recipients")
+    with pytest.raises(smtplib.SMTPRecipientsRefused):
+        send(server, ["a@example.com", "b@example.com"])
+    assert server.messages == []
+
+
+def test_a_2xx_fault_reply_still_accepts(server):
+    server.fault("mail", "250 2.1.0 Sender fine")
+    server.fault("rcpt", "250 2.1.5 Recipient fine")
+    server.fault("dot", "250 2.0.0 Queued as X1")
+    with client(server) as c:
+        c.ehlo()
+        assert c.mail("f@example.com") == (250, b"2.1.0 Sender fine")
+        assert c.rcpt("t@example.com") == (250, b"2.1.5 Recipient fine")
+        assert c.data(MESSAGE) == (250, b"2.0.0 Queued as X1")
+    assert server.messages[0].rcpt_tos == ["t@example.com"]
+
+
+def test_mail_refused(server):
+    server.fault("mail", "451 4.3.0 Try again later")
+    with pytest.raises(smtplib.SMTPSenderRefused) as err:
+        send(server)
+    assert err.value.smtp_code == 451
+
+
+def test_a_421_reply_closes_the_connection(server):
+    server.fault("mail", "421 4.3.2 Shutting down")
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        f = sock.makefile("rb")
+        raw_reply(f)
+        sock.sendall(b"EHLO me\r\n")
+        raw_reply(f)
+        sock.sendall(b"MAIL FROM:<f@example.com>\r\n")
+        assert f.readline() == b"421 4.3.2 Shutting down\r\n"
+        assert f.readline() == b""
+        f.close()
+
+
+def test_ehlo_refused_falls_back_to_helo(server):
+    server.fault("ehlo", "502 5.5.2 Command not recognized")
+    assert send(server) == {}
+    assert len(server.messages) == 1
+
+
+def test_ehlo_reply_without_extensions(server, tls):
+    with FaultySMTPServer(starttls_context=tls[0]) as s:
+        s.fault("ehlo", "250 localhost")
+        with client(s) as c:
+            c.ehlo()
+            assert not c.has_extn("starttls")
+            assert c.sendmail("f@example.com", ["t@example.com"], MESSAGE) == {}
+
+
+@pytest.mark.parametrize("stage", ["ehlo", "mail", "rcpt"])
+def test_drop_at_a_command(server, stage):
+    server.fault(stage, action="drop")
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        send(server)
+    assert server.messages == []
+
+
+def test_stall_past_the_client_timeout(server):
+    server.fault("rcpt", action="stall", seconds=STALL)
+    with client(server, timeout=SHORT) as c, pytest.raises(smtplib.SMTPServerDisconnected) as err:
+        c.sendmail("f@example.com", ["t@example.com"], MESSAGE)
+    assert timed_out(err)
+    assert server.messages == []
+
+
+def test_stall_then_reply(server):
+    fault = server.fault("mail", "451 4.3.0 Slow and sorry", action="stall", seconds=0.05)
+    with pytest.raises(smtplib.SMTPSenderRefused) as err:
+        send(server)
+    assert err.value.smtp_code == 451
+    assert fault.fired == 1
+
+
+def test_short_stall_then_normal_service(server):
+    server.fault("ehlo", action="stall", seconds=0.05)
+    assert send(server) == {}
+
+
+# -- DATA and the final dot -------------------------------------------------------------
+
+
+def test_data_refused(server):
+    server.fault("data", "554 5.6.0 Rejected")
+    with pytest.raises(smtplib.SMTPDataError) as err:
+        send(server)
+    assert err.value.smtp_code == 554
+    assert server.messages == []
+
+
+def test_out_of_order_commands_meet_no_fault(server, tls):
+    server.fault("data", "554 5.6.0 Rejected")
+    with client(server) as c:
+        c.ehlo()
+        assert c.docmd("DATA")[0] == 503  # no recipients yet: aiosmtpd's own answer
+    with FaultySMTPServer(starttls_context=tls[0]) as s, client(s) as c:
+        s.fault("starttls", "454 4.7.0 TLS not available")
+        c.ehlo()
+        assert c.docmd("STARTTLS", "now")[0] == 501
+
+
+def test_data_stall_then_normal_service(server):
+    server.fault("data", action="stall", seconds=0.05)
+    assert send(server) == {}
+
+
+def test_drop_mid_data(server):
+    server.fault("data", action="drop")
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        send(server, msg=MESSAGE * 1000)
+    assert server.messages == []
+    assert server.dropped_after_dot == []
+
+
+def test_drop_after_dot(server):
+    server.fault("dot", action="drop")
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        send(server, msg=TRICKY)
+    assert server.messages == []
+    [seen] = server.dropped_after_dot
+    assert seen.data == TRICKY
+
+
+def test_dot_reply_is_not_recorded(server):
+    server.fault("dot", "552 5.2.2 Mailbox full")
+    with pytest.raises(smtplib.SMTPDataError) as err:
+        send(server)
+    assert err.value.smtp_code == 552
+    assert server.messages == []
+
+
+def test_stall_after_dot_still_delivers(server):
+    # The client gives up waiting for the 250, yet the server has the message.
+    server.fault("dot", action="stall", seconds=STALL)
+    with client(server, timeout=SHORT) as c, pytest.raises(smtplib.SMTPServerDisconnected) as err:
+        c.sendmail("f@example.com", ["t@example.com"], MESSAGE)
+    assert timed_out(err)
+    assert len(server.messages) == 1
+
+
+def test_times_fires_then_clears_itself(server):
+    fault = server.fault("dot", "451 4.7.1 Greylisted", times=1)
+    with pytest.raises(smtplib.SMTPDataError):
+        send(server)
+    assert send(server) == {}
+    assert fault.fired == 1
+    assert len(server.messages) == 1
+
+
+def test_newest_fault_wins_and_clear_faults_ends_all(server):
+    server.fault("mail", "550 5.7.1 Old rule")
+    server.fault("mail", "451 4.3.0 New rule")
+    with pytest.raises(smtplib.SMTPSenderRefused) as err:
+        send(server)
+    assert err.value.smtp_code == 451
+    server.clear_faults()
+    assert send(server) == {}
+
+
+# -- AUTH -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
+def test_auth_good(mechanism):
+    with FaultySMTPServer(auth={"alice": "s3cret"}) as s, client(s) as c:
+        c.ehlo()
+        c.user, c.password = "alice", "s3cret"
+        method = {"PLAIN": c.auth_plain, "LOGIN": c.auth_login}[mechanism]
+        assert c.auth(mechanism, method)[0] == 235
+        c.sendmail("f@example.com", ["t@example.com"], MESSAGE)
+        assert s.messages[0].auth_user == "alice"
+
+
+def test_auth_bad():
+    with FaultySMTPServer(auth={"alice": "s3cret"}) as s, client(s) as c:
+        with pytest.raises(smtplib.SMTPAuthenticationError) as err:
+            c.login("alice", "wrong")
+        assert err.value.smtp_code == 535
+        assert err.value.smtp_error == b"5.7.8 Authentication credentials invalid"
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            c.login("mallory", "s3cret")
+
+
+def test_auth_fault_rejects_good_credentials():
+    with FaultySMTPServer(auth={"alice": "s3cret"}) as s, client(s) as c:
+        s.fault("auth", "535 5.7.8 Authentication credentials invalid")
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            c.login("alice", "s3cret")
+
+
+def test_auth_optional_unless_required():
+    with FaultySMTPServer(auth={"alice": "s3cret"}) as s:
+        assert send(s) == {}
+        assert s.messages[0].auth_user is None
+
+
+def test_require_auth():
+    with FaultySMTPServer(auth={"alice": "s3cret"}, require_auth=True) as s:
+        with pytest.raises(smtplib.SMTPSenderRefused) as err:
+            send(s)
+        assert err.value.smtp_code == 530
+        assert err.value.smtp_error == b"5.7.0 Authentication required"
+        with client(s) as c:
+            c.login("alice", "s3cret")
+            assert c.sendmail("f@example.com", ["t@example.com"], MESSAGE) == {}
+
+
+@pytest.mark.parametrize("stage", ["auth", "starttls"])
+def test_drop_at_tls_and_auth(stage, tls):
+    with FaultySMTPServer(auth={"a": "b"}, starttls_context=tls[0]) as s, client(s) as c:
+        if stage == "auth":
+            c.starttls(context=tls[1])
+        s.fault(stage, action="drop")
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            if stage == "starttls":
+                c.starttls(context=tls[1])
+            else:
+                c.login("a", "b")
+
+
+# -- TLS --------------------------------------------------------------------------------
+
+
+def test_starttls_verified_against_the_ca(tls):
+    server_ctx, client_ctx = tls
+    with FaultySMTPServer(auth={"alice": "s3cret"}, starttls_context=server_ctx) as s:
+        with client(s) as c:
+            c.ehlo()
+            assert not c.has_extn("auth")  # credentials only after STARTTLS
+            assert c.starttls(context=client_ctx)[0] == 220
+            c.login("alice", "s3cret")
+            c.sendmail("f@example.com", ["t@example.com"], TRICKY)
+        [got] = s.messages
+        assert (got.tls, got.auth_user, got.data) == (True, "alice", TRICKY)
+
+
+def test_starttls_untrusted_certificate_fails_then_server_serves_on(tls):
+    with FaultySMTPServer(starttls_context=tls[0]) as s:
+        with client(s) as c, pytest.raises(ssl.SSLCertVerificationError):
+            c.starttls(context=ssl.create_default_context())
+        assert send(s) == {}
+
+
+def test_starttls_refused_with_454(tls):
+    with FaultySMTPServer(starttls_context=tls[0]) as s, client(s) as c:
+        s.fault("starttls", "454 4.7.0 TLS not available")
+        with pytest.raises(smtplib.SMTPResponseException) as err:
+            c.starttls(context=tls[1])
+        assert (err.value.smtp_code, err.value.smtp_error) == (454, b"4.7.0 TLS not available")
+        assert c.sendmail("f@example.com", ["t@example.com"], MESSAGE) == {}
+        assert s.messages[0].tls is False
+
+
+def test_starttls_stall_then_handshake(tls):
+    with FaultySMTPServer(starttls_context=tls[0]) as s, client(s) as c:
+        s.fault("starttls", action="stall", seconds=0.05)
+        assert c.starttls(context=tls[1])[0] == 220
+
+
+def test_implicit_tls(tls):
+    server_ctx, client_ctx = tls
+    with FaultySMTPServer(auth={"alice": "s3cret"}, implicit_tls_context=server_ctx) as s:
+        with smtplib.SMTP_SSL(s.host, s.port, context=client_ctx, timeout=5) as c:
+            c.login("alice", "s3cret")
+            c.sendmail("f@example.com", ["t@example.com"], MESSAGE)
+        [got] = s.messages
+        assert (got.tls, got.auth_user) == (True, "alice")
+
+
+def test_implicit_tls_handshake_failure_is_survived(tls):
+    with FaultySMTPServer(implicit_tls_context=tls[0]) as s:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            smtplib.SMTP_SSL(s.host, s.port, context=ssl.create_default_context(), timeout=5)
+        with smtplib.SMTP_SSL(s.host, s.port, context=tls[1], timeout=5) as c:
+            assert c.noop()[0] == 250
+
+
+def test_ca_file_for_other_clients(tmp_path):
+    ca_file = tmp_path / "ca.pem"
+    server_ctx, _ = make_tls_contexts(ca_path=ca_file)
+    with FaultySMTPServer(implicit_tls_context=server_ctx) as s:
+        ctx = ssl.create_default_context(cafile=str(ca_file))
+        with smtplib.SMTP_SSL(s.host, s.port, context=ctx, timeout=5) as c:
+            assert c.noop()[0] == 250
+
+
+# -- life cycle -------------------------------------------------------------------------
+
+
+def server_threads() -> int:
+    return sum(t.name == "FaultySMTPServer" for t in threading.enumerate())
+
+
+def test_stops_cleanly_with_stalled_and_half_open_connections(tls):
+    threads = server_threads()
+    plain = FaultySMTPServer()
+    secure = FaultySMTPServer(implicit_tls_context=tls[0])
+    plain.start()
+    secure.start()
+    plain.fault("dot", action="stall", seconds=30)
+    stalled = client(plain)
+    stalled.ehlo()
+    stalled.mail("f@example.com")
+    stalled.rcpt("t@example.com")
+    stalled.send(b"DATA\r\n" + MESSAGE + b".\r\n")  # no reply will come
+    half_command = socket.create_connection((plain.host, plain.port))
+    half_command.sendall(b"MAIL FROM:<f@exam")
+    no_handshake = socket.create_connection((secure.host, secure.port))
+    # Once a later connection is served, the server has accepted the half-open one.
+    with smtplib.SMTP_SSL(secure.host, secure.port, context=tls[1], timeout=5) as c:
+        c.noop()
+    assert secure.connections == 2
+    plain.wait_for(1)
+    started = time.monotonic()
+    plain.stop()
+    secure.stop()
+    assert time.monotonic() - started < 3
+    assert server_threads() == threads
+    for sock in (stalled, half_command, no_handshake):
+        sock.close()
+    gc.collect()  # an unclosed transport or socket would warn here, and warnings are errors
+
+
+def test_restart_keeps_the_port_and_the_record():
+    s = FaultySMTPServer()
+    s.start()
+    port = s.port
+    send(s)
+    s.stop()
+    s.stop()  # a second stop is harmless
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((s.host, port), timeout=2).close()
+    with s:
+        assert s.port == port
+        send(s)
+        assert [m.connection for m in s.messages] == [0, 1]
+    with pytest.raises(RuntimeError, match="already running"), FaultySMTPServer() as again:
+        again.start()
+
+
+def test_start_fails_loudly_when_the_port_is_taken():
+    with FaultySMTPServer() as first:
+        second = FaultySMTPServer()
+        second.port = first.port
+        with pytest.raises(OSError):
+            second.start()
+        assert second.port == first.port
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        (("helo", "250 x"), {}, "unknown stage"),
+        (("mail", "250 x"), {"action": "explode"}, "unknown action"),
+        (("connect",), {}, "refuse"),
+        (("mail",), {"action": "refuse"}, "refuse"),
+        (("mail",), {}, "needs a reply"),
+        (("mail", "250 x"), {"action": "drop"}, "sends no reply"),
+        (("mail", "hello"), {}, "not an SMTP reply"),
+        (("mail",), {"action": "stall"}, "seconds is required"),
+        (("mail", "250 x"), {"seconds": 1}, "seconds is required"),
+        (("mail",), {"action": "stall", "seconds": -1}, "negative"),
+        (("mail", "250 x"), {"recipients": ["a@b"]}, "only applies"),
+        (("mail", "250 x"), {"times": 0}, "times"),
+        (("connect",), {"action": "refuse", "times": 1}, "times"),
+    ],
+)
+def test_bad_faults_are_refused(args, kwargs, message):
+    s = FaultySMTPServer()
+    with pytest.raises(ValueError, match=message):
+        s.fault(*args, **kwargs)
+
+
+def test_bad_settings_are_refused(tls):
+    with pytest.raises(ValueError, match="require_auth"):
+        FaultySMTPServer(require_auth=True)
+    with pytest.raises(ValueError, match="not both"):
+        FaultySMTPServer(starttls_context=tls[0], implicit_tls_context=tls[0])
