@@ -32,7 +32,8 @@ def figures(label: str, total: int, received) -> tuple[int, int]:
     duplicates = sum(n - 1 for n in counts.values())
     lost = total - len(counts)
     print(
-        f"\n{label}: {total} messages, {len(counts)} delivered, {duplicates} duplicates, {lost} lost"
+        f"\n{label}: {total} messages, {len(counts)} delivered, "
+        f"{duplicates} duplicates, {lost} lost"
     )
     return lost, duplicates
 
