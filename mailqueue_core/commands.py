@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
@@ -27,7 +28,7 @@ from mailqueue_core.config import Config
 from mailqueue_core.errors import CodecError, ConfigurationError, StoreUnavailable
 from mailqueue_core.flusher import Flusher, FlushListener, FlushResult
 from mailqueue_core.plugins import make_store, make_transport
-from mailqueue_core.store import Store
+from mailqueue_core.store import Stats, Store
 
 __all__ = ["add_subcommands", "parse_duration", "run"]
 
@@ -177,11 +178,17 @@ def _drain_fallback(conf: Config, stderr: TextIO) -> int:
     fallback = make_store(conf.fallback_store, namespace=conf.namespace, setting="FALLBACK_STORE")
     main = _store(conf)
     moved = 0
+    # Every message in the fallback, whatever its due time (which it keeps).
+    everything = time.time() + 100 * 365 * 86400
     try:
-        while claims := fallback.fetch_due(
-            time.time() + 100 * 365 * 86400, conf.batch_size, conf.lease
-        ):
-            main.enqueue([claim.record for claim in claims])
+        main.stats(time.time())  # raises StoreUnavailable before anything is claimed
+        while claims := fallback.fetch_due(everything, conf.batch_size, conf.lease):
+            try:
+                main.enqueue([claim.record for claim in claims])
+            except StoreUnavailable:
+                for claim in claims:
+                    fallback.release(claim)
+                raise
             for claim in claims:
                 fallback.ack(claim)
             moved += len(claims)
@@ -242,7 +249,12 @@ def _flush_workers(
     children: dict[int, int] = {}
     for _ in range(options.workers):
         read_end, write_end = os.pipe()
-        pid = os.fork()
+        with warnings.catch_warnings():
+            # Python 3.12 warns about fork() beside other threads. The child
+            # only builds its own store and transport and never takes a lock
+            # another thread may hold (logging re-creates its locks at fork).
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child; measured by the drills
             os.close(read_end)
             code = 0
@@ -309,23 +321,24 @@ def _status(
     finally:
         store.close()
     data = stats.as_dict()
+    fallback = _fallback_stats(conf, stderr)
+    if fallback is not None:
+        data["fallback"] = fallback.as_dict()
     if options.json:
         print(json.dumps(data, sort_keys=True), file=stdout)
     else:
-        age = stats.oldest_ready_age
-        rows = [
-            ("ready", stats.ready),
-            ("scheduled", stats.scheduled),
-            ("in flight", stats.in_flight),
-            ("dead", stats.dead),
-            ("lost", stats.lost),
-            ("oldest ready", "-" if age is None else f"{age:.0f}s"),
-        ]
-        for name, value in rows:
-            print(f"{name:<13}{value}", file=stdout)
+        _print_stats(stats, stdout)
+        if fallback is not None:
+            print("fallback store:", file=stdout)
+            _print_stats(fallback, stdout, indent="  ")
     if not options.check:
         return 0
     problems = []
+    if fallback is not None and (fallback.ready or fallback.scheduled):
+        problems.append(
+            f"{fallback.ready + fallback.scheduled} message(s) wait in the fallback store: "
+            "was the store down? 'flush' moves them back"
+        )
     if stats.dead > options.max_dead:
         problems.append(f"{stats.dead} dead letter(s) (more than {options.max_dead})")
     if stats.lost:
@@ -338,6 +351,33 @@ def _status(
     for problem in problems:
         print(f"mailqueue: {problem}", file=stderr)
     return 1 if problems else 0
+
+
+def _print_stats(stats: Stats, stdout: TextIO, indent: str = "") -> None:
+    age = stats.oldest_ready_age
+    rows = [
+        ("ready", stats.ready),
+        ("scheduled", stats.scheduled),
+        ("in flight", stats.in_flight),
+        ("dead", stats.dead),
+        ("lost", stats.lost),
+        ("oldest ready", "-" if age is None else f"{age:.0f}s"),
+    ]
+    for name, value in rows:
+        print(f"{indent}{name:<13}{value}", file=stdout)
+
+
+def _fallback_stats(conf: Config, stderr: TextIO) -> Stats | None:
+    if conf.fallback_store is None:
+        return None
+    fallback = make_store(conf.fallback_store, namespace=conf.namespace, setting="FALLBACK_STORE")
+    try:
+        return fallback.stats(time.time())
+    except StoreUnavailable as exc:
+        print(f"mailqueue: the fallback store cannot be reached: {exc}", file=stderr)
+        return None
+    finally:
+        fallback.close()
 
 
 def _dead(

@@ -18,15 +18,17 @@ from mailqueue_core.backend import EmailBackend
 SUBJECT = re.compile(rb"^Subject: drill (\d+)\r?$", re.MULTILINE)
 
 
-def queue_numbered(store_url: str, count: int, *, namespace: str = "default") -> None:
-    """Queue ``count`` mails through the real backend, subjects 'drill 0'..'drill N-1'."""
+def queue_numbered(
+    store_url: str, count: int, *, namespace: str = "default", start: int = 0
+) -> None:
+    """Queue ``count`` mails through the real backend, subjects 'drill START'.. on."""
     with override_settings(MAILQUEUE={"STORE": store_url, "NAMESPACE": namespace}):
         backend = EmailBackend()
         batch = 500
-        for start in range(0, count, batch):
+        for first in range(start, start + count, batch):
             messages = [
                 EmailMessage(f"drill {i}", "body", "site@example.com", [f"r{i}@example.com"])
-                for i in range(start, min(count, start + batch))
+                for i in range(first, min(start + count, first + batch))
             ]
             assert backend.send_messages(messages) == len(messages)
 

@@ -16,7 +16,7 @@ from mailqueue_core.errors import (
     StoreError,
     StoreUnavailable,
 )
-from mailqueue_core.testing import StoreContract
+from mailqueue_core.testing import StoreContract, run_store_model
 from mailqueue_core.testing.contract import LEASE, make_record
 from mailqueue_stores.redis import RedisStore
 from tests.servers.redis import HOST, free_port
@@ -395,3 +395,8 @@ def test_a_server_that_is_not_redis_is_a_store_error(now):
             store.close()
             thread.join()
         assert type(info.value.__cause__).__module__.startswith("redis")
+
+
+def test_redis_store_model(redis_server):
+    """The stateful model test, each generated run in a namespace of its own."""
+    run_store_model(lambda: RedisStore(redis_server.url, namespace=uuid.uuid4().hex))

@@ -13,7 +13,7 @@ from mailqueue_core.testing.contract import StoreContract, make_record
 def __getattr__(name: str) -> object:
     # Lazy: the model test needs Hypothesis, the server aiosmtpd; a store's
     # contract tests need neither.
-    if name in ("StoreModel", "store_model_test"):
+    if name in ("StoreModel", "run_store_model", "store_model_test"):
         from mailqueue_core.testing import model
 
         return getattr(model, name)
@@ -31,5 +31,6 @@ __all__ = [
     "StoreModel",
     "make_record",
     "make_tls_contexts",
+    "run_store_model",
     "store_model_test",
 ]

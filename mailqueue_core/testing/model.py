@@ -34,12 +34,13 @@ from hypothesis.stateful import (
     invariant,
     multiple,
     rule,
+    run_state_machine_as_test,
 )
 
 from mailqueue_core.errors import LeaseLost
 from mailqueue_core.store import Claim, Record, Store
 
-__all__ = ["StoreModel", "store_model_test"]
+__all__ = ["StoreModel", "run_store_model", "store_model_test"]
 
 LEASE = 30.0
 
@@ -230,12 +231,25 @@ class StoreModel(RuleBasedStateMachine):
             assert letter.reason == dead[letter.record.id].error
 
 
+def _machine(make_store: Callable[[], Store]) -> type[StoreModel]:
+    return type("Model", (StoreModel,), {"make_store": staticmethod(make_store)})
+
+
+def _settings(max_examples: int, steps: int) -> settings:
+    return settings(max_examples=max_examples, stateful_step_count=steps, deadline=None)
+
+
 def store_model_test(
     make_store: Callable[[], Store], *, max_examples: int = 40, steps: int = 40
 ) -> type:
     """A pytest-collectable TestCase running :class:`StoreModel` on ``make_store``."""
-    machine = type("Model", (StoreModel,), {"make_store": staticmethod(make_store)})
-    machine.TestCase.settings = settings(
-        max_examples=max_examples, stateful_step_count=steps, deadline=None
-    )
+    machine = _machine(make_store)
+    machine.TestCase.settings = _settings(max_examples, steps)
     return machine.TestCase
+
+
+def run_store_model(
+    make_store: Callable[[], Store], *, max_examples: int = 40, steps: int = 40
+) -> None:
+    """Run :class:`StoreModel` now: for use inside a test that has fixtures (a server)."""
+    run_state_machine_as_test(_machine(make_store), settings=_settings(max_examples, steps))
