@@ -1,4 +1,4 @@
-"""`mailqueue flush` as cron and services run it: workers, --loop and SIGTERM, the fallback store."""
+"""`mailqueue flush` as cron and services run it: workers, --loop, SIGTERM, the fallback."""
 
 from __future__ import annotations
 
