@@ -37,7 +37,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             continue
         try:
             name, _, _ = split_spec(spec, f"MAILQUEUE['{key}']")
-            load_plugin_class(STORES, name, f"MAILQUEUE['{key}']")
+            # Building a store checks its URL and options; stores connect lazily.
+            make_store(spec, namespace=config.namespace, setting=f"MAILQUEUE['{key}']").close()
         except ConfigurationError as exc:
             messages.append(Error(str(exc), id="mailqueue.E002"))
             continue

@@ -26,7 +26,7 @@ from typing import Any, TextIO
 from mailqueue_core import codec
 from mailqueue_core.config import Config
 from mailqueue_core.errors import CodecError, ConfigurationError, StoreUnavailable
-from mailqueue_core.flusher import Flusher, FlushListener, FlushResult
+from mailqueue_core.flusher import Flusher, FlushListener, FlushResult, Listeners
 from mailqueue_core.plugins import make_store, make_transport
 from mailqueue_core.store import Stats, Store
 
@@ -140,6 +140,39 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(signum, handler)
 
 
+class _Progress(FlushListener):
+    """A running count on a terminal, for a long interactive flush."""
+
+    def __init__(self, out: TextIO, every: float = 0.5) -> None:
+        self.out = out
+        self.every = every
+        self.counts = {"sent": 0, "deferred": 0, "buried": 0}
+        self.shown = 0.0
+
+    def _tick(self, outcome: str) -> None:
+        self.counts[outcome] += 1
+        now = time.monotonic()
+        if now - self.shown >= self.every:
+            self.shown = now
+            c = self.counts
+            self.out.write(f"\r{c['sent']} sent, {c['deferred']} deferred, {c['buried']} buried")
+            self.out.flush()
+
+    def sent(self, message_id: str, message: Any, delivery: Any) -> None:
+        self._tick("sent")
+
+    def deferred(self, message_id: str, message: Any, error: str, due: float) -> None:
+        self._tick("deferred")
+
+    def buried(self, message_id: str, message: Any, reason: str) -> None:
+        self._tick("buried")
+
+    def done(self) -> None:
+        if self.shown:
+            self.out.write("\r\x1b[K")  # clear the line; the summary follows
+            self.out.flush()
+
+
 def _flusher(conf: Config, store: Store, listener: Callable[[], FlushListener] | None) -> Flusher:
     return Flusher(
         store,
@@ -209,6 +242,11 @@ def _flush(
 ) -> int:
     stop = threading.Event()
     status = 0
+    progress = None
+    if not (options.quiet or options.loop) and options.workers == 1 and _is_tty(stderr):
+        progress = _Progress(stderr)
+        inner = listener
+        listener = lambda: Listeners(progress, *([inner()] if inner else []))  # noqa: E731
     with _stop_on_signals(stop):
         if conf.fallback_store is not None:
             try:
@@ -230,11 +268,18 @@ def _flush(
             except StoreUnavailable as exc:
                 print(f"mailqueue: the store failed during flush: {exc}", file=stderr)
                 return 1
+    if progress is not None:
+        progress.done()
     if result.buried:
         print(f"mailqueue: {result.buried} message(s) buried; see 'mailqueue dead'", file=stderr)
     if not options.quiet:
         print(result.summary(), file=stdout)
     return status
+
+
+def _is_tty(stream: Any) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
 
 
 def _flush_workers(

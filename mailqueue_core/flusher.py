@@ -44,7 +44,7 @@ from mailqueue_core.policy import RetryPolicy
 from mailqueue_core.store import Claim, Store
 from mailqueue_core.transport import Delivery, Transport
 
-__all__ = ["FlushListener", "FlushResult", "Flusher"]
+__all__ = ["FlushListener", "FlushResult", "Flusher", "Listeners"]
 
 logger = logging.getLogger("mailqueue.flusher")
 
@@ -81,6 +81,27 @@ class FlushListener:
 
     def buried(self, message_id: str, message: QueuedMessage | None, reason: str) -> None:
         pass
+
+
+class Listeners(FlushListener):
+    """Several listeners heard as one."""
+
+    def __init__(self, *listeners: FlushListener) -> None:
+        self.listeners = listeners
+
+    def sent(self, message_id: str, message: QueuedMessage, delivery: Delivery) -> None:
+        for listener in self.listeners:
+            listener.sent(message_id, message, delivery)
+
+    def deferred(
+        self, message_id: str, message: QueuedMessage | None, error: str, due: float
+    ) -> None:
+        for listener in self.listeners:
+            listener.deferred(message_id, message, error, due)
+
+    def buried(self, message_id: str, message: QueuedMessage | None, reason: str) -> None:
+        for listener in self.listeners:
+            listener.buried(message_id, message, reason)
 
 
 def _recipients(claim: Claim, message: QueuedMessage | None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import time
@@ -16,7 +17,7 @@ from django.test import override_settings
 from mailqueue_core import cli
 from mailqueue_core.backend import EmailBackend
 from mailqueue_core.commands import parse_duration
-from mailqueue_core.django_settings import get_store
+from mailqueue_core.django_settings import get_config, get_store
 
 LOCMEM = {
     "NAME": "django",
@@ -162,3 +163,51 @@ def test_standalone_cli_settings_module(capsys):
 def test_standalone_cli_needs_a_store(capsys):
     assert cli.main(["status"]) == 1
     assert "--store" in capsys.readouterr().err
+
+
+class FakeTTY(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_on_a_terminal_and_quiet_under_cron(conf):
+    from mailqueue_core import commands
+
+    send(3)
+    err = FakeTTY()
+    out = io.StringIO()
+    options = argparse.Namespace(
+        subcommand="flush",
+        limit=None,
+        time_limit=None,
+        loop=False,
+        interval=5.0,
+        workers=1,
+        quiet=False,
+    )
+    commands._Progress.every = 0  # show every step in this test
+    try:
+        code = commands.run(options, lambda: get_config(), stdout=out, stderr=err)
+    finally:
+        commands._Progress.every = 0.5
+    assert code == 0
+    assert "\r1 sent, 0 deferred, 0 buried" in err.getvalue()
+    assert out.getvalue().startswith("sent 3,")
+
+
+def test_signals_from_the_flusher(conf):
+    from mailqueue_core.signals import message_sent
+
+    heard = []
+
+    def receiver(sender, message_id, recipients, transport, provider_id, **kwargs):
+        heard.append((message_id, recipients, transport))
+
+    message_sent.connect(receiver)
+    try:
+        send(1)
+        manage("flush")
+    finally:
+        message_sent.disconnect(receiver)
+    ((mid, recipients, transport),) = heard
+    assert recipients == ["r@example.com"] and "locmem" in transport

@@ -199,3 +199,9 @@ def test_checks_report_bad_settings():
         assert run_checks(tags=["mailqueue"]) == []
     with override_settings(MAILQUEUE=None):
         assert ids(run_checks(tags=["mailqueue"])) == ["mailqueue.E001"]
+
+
+def test_check_reports_an_unparseable_store_url():
+    with override_settings(MAILQUEUE={"STORE": "sqlite://no-path"}):
+        (error,) = run_checks(tags=["mailqueue"])
+    assert error.id == "mailqueue.E002" and "names no file" in error.msg

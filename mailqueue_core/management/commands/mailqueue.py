@@ -61,3 +61,6 @@ class _Plain:
 
     def flush(self) -> None:
         self.wrapper.flush()
+
+    def isatty(self) -> bool:
+        return self.wrapper.isatty()
