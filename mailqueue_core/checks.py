@@ -23,7 +23,7 @@ def _uses_queue() -> bool:
 @register("mailqueue")
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     from mailqueue_core.django_settings import get_config
-    from mailqueue_core.plugins import STORES, load_plugin_class, make_transport, split_spec
+    from mailqueue_core.plugins import make_store, make_transport, split_spec
 
     if getattr(settings, "MAILQUEUE", None) is None and not _uses_queue():
         return []

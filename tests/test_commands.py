@@ -209,5 +209,5 @@ def test_signals_from_the_flusher(conf):
         manage("flush")
     finally:
         message_sent.disconnect(receiver)
-    ((mid, recipients, transport),) = heard
+    ((_, recipients, transport),) = heard
     assert recipients == ["r@example.com"] and "locmem" in transport

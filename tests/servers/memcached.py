@@ -1,1 +1,97 @@
-"""Fixtures that start a real memcached server for the tests (owned by the memcached store work)."""
+"""Fixtures that start real memcached servers on free loopback ports, with mirakuru.
+
+``memcached_server``           session-wide server (``-U 0``: TCP only), default limits
+``memcached_server_factory``   servers a test starts with its own flags (``-m 2 -I 512k``
+                               for evictions) and may restart on the same port
+
+A missing ``memcached`` binary fails the test loudly.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from mirakuru import TCPExecutor
+
+MEMCACHED = "/usr/bin/memcached"
+HOST = "127.0.0.1"
+READY_TIMEOUT = 30.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def _answers(port: int) -> bool:
+    """memcached accepts connections before it is ready for commands: ask it."""
+    try:
+        with socket.create_connection((HOST, port), timeout=1.0) as sock:
+            sock.sendall(b"version\r\n")
+            return sock.recv(64).startswith(b"VERSION")
+    except OSError:
+        return False
+
+
+class MemcachedServer:
+    """One memcached process; ``port`` stays the same across restarts."""
+
+    def __init__(self, *args: str, port: int | None = None) -> None:
+        if not os.access(MEMCACHED, os.X_OK):
+            pytest.fail(f"{MEMCACHED} is missing: install memcached (apt-get install memcached)")
+        self.port = port or free_port()
+        # memcached refuses to run as root unless told which user to be.
+        user = ["-u", "root"] if os.geteuid() == 0 else []
+        command = [MEMCACHED, *user, "-l", HOST, "-p", str(self.port), "-U", "0", *args]
+        self.executor = TCPExecutor(command, host=HOST, port=self.port, timeout=READY_TIMEOUT)
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"memcached://{self.address}"
+
+    def start(self) -> MemcachedServer:
+        self.executor.start()
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not _answers(self.port):
+            if time.monotonic() > deadline:
+                pytest.fail(f"memcached on port {self.port} never answered")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        self.executor.stop()
+
+    def restart(self) -> None:
+        """Stop and start again on the same port: memcached comes back empty."""
+        self.stop()
+        self.start()
+
+
+@pytest.fixture(scope="session")
+def memcached_server() -> Iterator[MemcachedServer]:
+    server = MemcachedServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def memcached_server_factory() -> Iterator[Callable[..., MemcachedServer]]:
+    started: list[MemcachedServer] = []
+
+    def make(*args: str) -> MemcachedServer:
+        server = MemcachedServer(*args).start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
