@@ -25,7 +25,7 @@ from django.core.mail.backends.base import BaseEmailBackend
 from mailqueue_core import codec, convert
 from mailqueue_core.config import DEFAULTS, Config
 from mailqueue_core.django_settings import get_config, get_store
-from mailqueue_core.errors import MessageTooLarge, StoreUnavailable
+from mailqueue_core.errors import ConfigurationError, MessageTooLarge, StoreUnavailable
 from mailqueue_core.signals import message_queued
 from mailqueue_core.store import Record
 
@@ -65,6 +65,11 @@ class EmailBackend(BaseEmailBackend):
             if not message.recipients():
                 continue
             item = convert.capture(message)
+            if item.transport is not None and item.transport not in config.transports:
+                raise ConfigurationError(
+                    f"the message asks for transport {item.transport!r}, which is not in "
+                    f"MAILQUEUE['TRANSPORTS'] (known: {', '.join(sorted(config.transports))})"
+                )
             item.created = item.due = now
             queued.append(item)
         if not queued:

@@ -23,7 +23,7 @@ def _uses_queue() -> bool:
 @register("mailqueue")
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     from mailqueue_core.django_settings import get_config
-    from mailqueue_core.plugins import make_store, make_transport, split_spec
+    from mailqueue_core.plugins import make_routes, make_store, split_spec
 
     if getattr(settings, "MAILQUEUE", None) is None and not _uses_queue():
         return []
@@ -54,7 +54,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 )
             )
     try:
-        make_transport(config.transport, setting="MAILQUEUE['TRANSPORT']").close()
+        make_routes(config.transport, config.transports).close()
     except ConfigurationError as exc:
         messages.append(Error(str(exc), id="mailqueue.E003"))
     if config.policy.max_age < config.policy.first:

@@ -27,7 +27,7 @@ from mailqueue_core import codec
 from mailqueue_core.config import Config
 from mailqueue_core.errors import CodecError, ConfigurationError, StoreUnavailable
 from mailqueue_core.flusher import Flusher, FlushListener, FlushResult, Listeners
-from mailqueue_core.plugins import make_store, make_transport
+from mailqueue_core.plugins import make_routes, make_store
 from mailqueue_core.store import Stats, Store
 
 __all__ = ["add_subcommands", "parse_duration", "run"]
@@ -176,7 +176,7 @@ class _Progress(FlushListener):
 def _flusher(conf: Config, store: Store, listener: Callable[[], FlushListener] | None) -> Flusher:
     return Flusher(
         store,
-        make_transport(conf.transport, setting="MAILQUEUE['TRANSPORT']"),
+        make_routes(conf.transport, conf.transports),
         policy=conf.policy,
         batch_size=conf.batch_size,
         lease=conf.lease,

@@ -20,6 +20,7 @@ __all__ = ["DEFAULTS", "Config"]
 DEFAULTS: dict[str, Any] = {
     "STORE": None,
     "TRANSPORT": "smtp",
+    "TRANSPORTS": {},
     "NAMESPACE": "default",
     "MAX_AGE": 86400,
     "RETRY": {"FIRST": 60, "FACTOR": 2, "MAX": 3600, "JITTER": 0.1},
@@ -44,6 +45,7 @@ def _number(settings: Mapping[str, Any], key: str, *, integer: bool = False) -> 
 class Config:
     store: Any
     transport: Any = "smtp"
+    transports: dict[str, Any] = dataclasses.field(default_factory=dict)
     namespace: str = "default"
     policy: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
     batch_size: int = 100
@@ -94,9 +96,18 @@ class Config:
         transport = merged["TRANSPORT"]
         if not transport:
             raise ConfigurationError("MAILQUEUE['TRANSPORT'] must name a transport")
+        routes = merged["TRANSPORTS"]
+        if not isinstance(routes, Mapping) or not all(
+            isinstance(name, str) and name and spec for name, spec in routes.items()
+        ):
+            raise ConfigurationError(
+                "MAILQUEUE['TRANSPORTS'] must map route names to transports, e.g. "
+                "{'bulk': 'smtp://bulk-relay:587'}"
+            )
         return cls(
             store=merged["STORE"],
             transport=transport,
+            transports=dict(routes),
             namespace=namespace,
             policy=policy,
             batch_size=_number(merged, "BATCH_SIZE", integer=True),

@@ -35,6 +35,11 @@ _MODERN = "policy" in inspect.signature(EmailMessage.message).parameters
 _EmailAlternative = getattr(mail, "EmailAlternative", None)
 _EmailAttachment = getattr(mail, "EmailAttachment", None)
 
+#: A message chooses its transport route with this header (stripped before
+#: sending) or this attribute.
+ROUTE_HEADER = "X-Mailqueue-Transport"
+ROUTE_ATTRIBUTE = "mailqueue_transport"
+
 # Attributes of Django's message classes that capture() reads explicitly; any
 # other public instance attribute is carried in ``extra``.
 _KNOWN = frozenset(
@@ -44,6 +49,7 @@ _KNOWN = frozenset(
         "content_subtype", "mixed_subtype", "alternative_subtype",
         # anymail sets this after sending; it describes a past send, not the message.
         "anymail_status",
+        ROUTE_ATTRIBUTE,
     }
 )  # fmt: skip
 _SUBTYPES = ("content_subtype", "mixed_subtype", "alternative_subtype")
@@ -162,7 +168,12 @@ def capture(message: EmailMessage) -> QueuedMessage:
     envelope_from = envelope_address(message.from_email, encoding)
     recipients = [envelope_address(a, encoding) for a in message.recipients()]
     _check_headers(message)
-    headers = _fixed_headers(message.extra_headers)
+    route = getattr(message, ROUTE_ATTRIBUTE, None)
+    extra_headers = dict(message.extra_headers)
+    for name in list(extra_headers):
+        if name.lower() == ROUTE_HEADER.lower():
+            route = force_str(extra_headers.pop(name))
+    headers = _fixed_headers(extra_headers)
     common: dict[str, Any] = {
         "from_email": force_str(message.from_email),
         "envelope_from": envelope_from,
@@ -174,6 +185,7 @@ def capture(message: EmailMessage) -> QueuedMessage:
         "subject": force_str(message.subject),
         "headers": headers,
         "encoding": message.encoding,
+        "transport": route,
     }
     extra = {k: v for k, v in vars(message).items() if not k.startswith("_") and k not in _KNOWN}
     if _renders_itself(type(message)):

@@ -28,6 +28,7 @@ __all__ = [
     "TRANSPORTS",
     "installed",
     "load_plugin_class",
+    "make_routes",
     "make_store",
     "make_transport",
     "split_spec",
@@ -115,6 +116,15 @@ def make_store(spec: Any, *, namespace: str | None = None, setting: str = "STORE
 
 
 def make_transport(spec: Any, *, setting: str = "TRANSPORT") -> Transport:
+    """Build the transport ``spec`` names; a list is a failover list, tried in order."""
+    if isinstance(spec, (list, tuple)):
+        from mailqueue_core.routing import FailoverTransport
+
+        if not spec:
+            raise ConfigurationError(f"{setting}: an empty list names no transport")
+        return FailoverTransport(
+            [make_transport(item, setting=f"{setting}[{i}]") for i, item in enumerate(spec)]
+        )
     name, location, options = split_spec(spec, setting)
     cls = load_plugin_class(TRANSPORTS, name, setting)
     try:
@@ -128,3 +138,19 @@ def make_transport(spec: Any, *, setting: str = "TRANSPORT") -> Transport:
     if not isinstance(transport, Transport):
         raise ConfigurationError(f"{setting}: {name!r} is not a mailqueue Transport")
     return transport
+
+
+def make_routes(default: Any, routes: Mapping[str, Any]) -> Transport:
+    """The default transport, plus the named routes messages may choose."""
+    transport = make_transport(default, setting="MAILQUEUE['TRANSPORT']")
+    if not routes:
+        return transport
+    from mailqueue_core.routing import RoutingTransport
+
+    return RoutingTransport(
+        transport,
+        {
+            name: make_transport(spec, setting=f"MAILQUEUE['TRANSPORTS'][{name!r}]")
+            for name, spec in routes.items()
+        },
+    )
