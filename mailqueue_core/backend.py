@@ -81,13 +81,37 @@ class EmailBackend(BaseEmailBackend):
                     f"message to {', '.join(item.recipients)} is {record.size} bytes queued, "
                     f"over MAILQUEUE['MAX_MESSAGE_SIZE'] = {config.max_message_size}"
                 )
+        if config.on_commit is not None:
+            from django.db import transaction
+
+            # Queued when the transaction commits; nothing if it rolls back.
+            # robust: the request that committed must not fail afterwards; a
+            # failure is logged at ERROR (and the fallback store is used).
+            transaction.on_commit(
+                lambda: self._enqueue(config, records, queued, deferred=True),
+                using=config.on_commit,
+                robust=True,
+            )
+            return len(records)
         if not self._enqueue(config, records, queued):
             return 0
-        for item in queued:
-            message_queued.send(sender=type(self), message_id=item.id, recipients=item.recipients)
         return len(records)
 
-    def _enqueue(self, config: Config, records: list[Record], queued: list[Any]) -> bool:
+    def _enqueue(
+        self, config: Config, records: list[Record], queued: list[Any], deferred: bool = False
+    ) -> bool:
+        if self._store(config, records, queued, deferred):
+            for item in queued:
+                message_queued.send(
+                    sender=type(self), message_id=item.id, recipients=item.recipients
+                )
+            return True
+        return False
+
+    def _store(
+        self, config: Config, records: list[Record], queued: list[Any], deferred: bool
+    ) -> bool:
+        fail_silently = self.fail_silently or deferred
         recipients = "; ".join(", ".join(item.recipients) for item in queued)
         try:
             get_store(config.store, config.namespace).enqueue(records)
@@ -97,7 +121,7 @@ class EmailBackend(BaseEmailBackend):
                 logger.error(
                     "could not queue %d message(s) to %s: %s", len(records), recipients, exc
                 )
-                if self.fail_silently:
+                if fail_silently:
                     return False
                 raise
             logger.warning(
@@ -117,6 +141,6 @@ class EmailBackend(BaseEmailBackend):
                 len(records),
                 recipients,
             )
-            if self.fail_silently:
+            if fail_silently:
                 return False
             raise

@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "LEASE": 300,
     "FALLBACK_STORE": None,
     "MAX_MESSAGE_SIZE": 10_485_760,
+    "ON_COMMIT": False,
 }
 _RETRY_KEYS = {"FIRST": "first", "FACTOR": "factor", "MAX": "max", "JITTER": "jitter"}
 
@@ -52,6 +53,8 @@ class Config:
     lease: float = 300.0
     fallback_store: Any = None
     max_message_size: int = 10_485_760
+    on_commit: str | None = None
+    """The database alias whose transaction commit enqueues the mail, or None."""
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any] | None) -> Config:
@@ -96,6 +99,15 @@ class Config:
         transport = merged["TRANSPORT"]
         if not transport:
             raise ConfigurationError("MAILQUEUE['TRANSPORT'] must name a transport")
+        on_commit = merged["ON_COMMIT"]
+        if on_commit is True:
+            on_commit = "default"
+        elif on_commit is False or on_commit is None:
+            on_commit = None
+        elif not isinstance(on_commit, str):
+            raise ConfigurationError(
+                f"MAILQUEUE['ON_COMMIT'] must be True, False or a database alias, got {on_commit!r}"
+            )
         routes = merged["TRANSPORTS"]
         if not isinstance(routes, Mapping) or not all(
             isinstance(name, str) and name and spec for name, spec in routes.items()
@@ -114,4 +126,5 @@ class Config:
             lease=float(_number(merged, "LEASE")),
             fallback_store=merged["FALLBACK_STORE"],
             max_message_size=_number(merged, "MAX_MESSAGE_SIZE", integer=True),
+            on_commit=on_commit,
         )

@@ -4,7 +4,7 @@ import django
 
 SECRET_KEY = "tests-only"
 INSTALLED_APPS = ["mailqueue_core"]
-DATABASES = {}
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 USE_TZ = True
 DEFAULT_FROM_EMAIL = "site@example.com"
 MAILQUEUE = {"STORE": "memory://tests"}
