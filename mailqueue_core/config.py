@@ -106,7 +106,8 @@ class Config:
             on_commit = None
         elif not isinstance(on_commit, str):
             raise ConfigurationError(
-                f"MAILQUEUE['ON_COMMIT'] must be True, False or a database alias, got {on_commit!r}"
+                "MAILQUEUE['ON_COMMIT'] must be True, False or a database alias, "
+                f"got {on_commit!r}"
             )
         routes = merged["TRANSPORTS"]
         if not isinstance(routes, Mapping) or not all(

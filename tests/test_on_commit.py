@@ -62,6 +62,8 @@ def test_store_down_at_commit_is_logged_not_raised(caplog, unused_tcp_port):
 
 
 def test_bad_on_commit_setting():
-    with override_settings(MAILQUEUE={"STORE": "memory://", "ON_COMMIT": 3}):
-        with pytest.raises(ConfigurationError, match="ON_COMMIT"):
-            send("x")
+    with (
+        override_settings(MAILQUEUE={"STORE": "memory://", "ON_COMMIT": 3}),
+        pytest.raises(ConfigurationError, match="ON_COMMIT"),
+    ):
+        send("x")
