@@ -281,10 +281,11 @@ class Flusher:
         if accepted:
             result.sent += 1
             logger.info(
-                "sent message %s to %s via %s",
+                "sent message %s to %s via %s%s",
                 claim.id,
                 ", ".join(accepted),
                 delivery.transport or self.transport.describe(),
+                f" (provider id {delivery.provider_id})" if delivery.provider_id else "",
             )
             self.listener.sent(claim.id, message, delivery)
 

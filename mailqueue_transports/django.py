@@ -32,9 +32,15 @@ from django.core.mail import EmailMessage
 from django.utils.module_loading import import_string
 
 from mailqueue_core import convert
-from mailqueue_core.errors import ConfigurationError, TransientError
+from mailqueue_core.errors import (
+    ConfigurationError,
+    DeliveryError,
+    PermanentError,
+    TransientError,
+)
 from mailqueue_core.message import QueuedMessage
 from mailqueue_core.transport import Delivery, Transport
+from mailqueue_transports.provider_errors import translate_provider_error
 from mailqueue_transports.smtp_errors import translate_open_error, translate_send_error
 
 __all__ = ["DjangoTransport"]
@@ -132,14 +138,30 @@ class DjangoTransport(Transport):
         except (smtplib.SMTPException, OSError) as exc:
             self.close()
             raise translate_send_error(exc) from exc
+        except Exception as exc:
+            error = translate_provider_error(exc)
+            if error is None:
+                raise
+            raise error from exc
         if not sent:
             raise TransientError(f"{self.describe()} reported the message as not sent")
         status = getattr(email, "anymail_status", None)
         provider_id = getattr(status, "message_id", None) if status is not None else None
         return Delivery(
+            refused=_refused_by_provider(status),
             transport=self.describe(),
             provider_id=None if provider_id is None else str(provider_id),
         )
+
+
+def _refused_by_provider(status: Any) -> dict[str, DeliveryError]:
+    """Recipients a provider took the message for but refused (anymail's statuses)."""
+    recipients = getattr(status, "recipients", None) or {}
+    return {
+        address: PermanentError(f"provider status {recipient.status!r}")
+        for address, recipient in recipients.items()
+        if getattr(recipient, "status", None) in ("invalid", "rejected")
+    }
 
 
 def _restrict(email: EmailMessage, recipients: list[str]) -> None:
