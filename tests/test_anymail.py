@@ -1,4 +1,4 @@
-"""Provider backends kept whole: anymail's attributes survive the queue; its errors are classified."""
+"""Provider backends kept whole: anymail attributes survive the queue, errors are classified."""
 
 from __future__ import annotations
 
