@@ -28,6 +28,7 @@ from mailqueue_core.config import Config
 from mailqueue_core.errors import CodecError, ConfigurationError, StoreUnavailable
 from mailqueue_core.flusher import Flusher, FlushListener, FlushResult, Listeners
 from mailqueue_core.plugins import make_routes, make_store
+from mailqueue_core.ratelimit import LocalLimits, RateLimiter
 from mailqueue_core.store import Stats, Store
 
 __all__ = ["add_subcommands", "parse_duration", "run"]
@@ -173,6 +174,19 @@ class _Progress(FlushListener):
             self.out.flush()
 
 
+def _limiter(conf: Config, store: Store) -> RateLimiter | None:
+    if conf.rate_limit is None:
+        return None
+    if "rate_limit" in store.capabilities:
+        return RateLimiter(conf.rate_limit, store, time.time)
+    logger.warning(
+        "the %s store cannot share MAILQUEUE['RATE_LIMIT'] between flushers: each flusher "
+        "process enforces it on its own, so N processes may send N times the rate",
+        type(store).__name__,
+    )
+    return RateLimiter(conf.rate_limit, LocalLimits(), time.time)
+
+
 def _flusher(conf: Config, store: Store, listener: Callable[[], FlushListener] | None) -> Flusher:
     return Flusher(
         store,
@@ -181,6 +195,7 @@ def _flusher(conf: Config, store: Store, listener: Callable[[], FlushListener] |
         batch_size=conf.batch_size,
         lease=conf.lease,
         listener=listener() if listener else None,
+        limiter=_limiter(conf, store),
     )
 
 

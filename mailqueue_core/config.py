@@ -14,6 +14,7 @@ from typing import Any
 
 from mailqueue_core.errors import ConfigurationError
 from mailqueue_core.policy import RetryPolicy
+from mailqueue_core.ratelimit import RateLimit
 
 __all__ = ["DEFAULTS", "Config"]
 
@@ -29,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "FALLBACK_STORE": None,
     "MAX_MESSAGE_SIZE": 10_485_760,
     "ON_COMMIT": False,
+    "RATE_LIMIT": None,
 }
 _RETRY_KEYS = {"FIRST": "first", "FACTOR": "factor", "MAX": "max", "JITTER": "jitter"}
 
@@ -55,6 +57,7 @@ class Config:
     max_message_size: int = 10_485_760
     on_commit: str | None = None
     """The database alias whose transaction commit enqueues the mail, or None."""
+    rate_limit: RateLimit | None = None
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any] | None) -> Config:
@@ -128,4 +131,5 @@ class Config:
             fallback_store=merged["FALLBACK_STORE"],
             max_message_size=_number(merged, "MAX_MESSAGE_SIZE", integer=True),
             on_commit=on_commit,
+            rate_limit=RateLimit.from_settings(merged["RATE_LIMIT"]),
         )

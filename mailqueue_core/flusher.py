@@ -41,6 +41,7 @@ from mailqueue_core.errors import (
 )
 from mailqueue_core.message import QueuedMessage
 from mailqueue_core.policy import RetryPolicy
+from mailqueue_core.ratelimit import RateLimiter
 from mailqueue_core.store import Claim, Store
 from mailqueue_core.transport import Delivery, Transport
 
@@ -135,6 +136,7 @@ class Flusher:
         lease: float = 300.0,
         clock: Callable[[], float] = time.time,
         listener: FlushListener | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -147,6 +149,8 @@ class Flusher:
         self.lease = lease
         self.clock = clock
         self.listener = listener or FlushListener()
+        self.limiter = limiter
+        self._stop = threading.Event()
         # Stop sending a claim this long before its lease runs out, so that a
         # send in progress cannot overlap another flusher's claim.
         self.margin = min(lease / 5, 60.0)
@@ -167,6 +171,7 @@ class Flusher:
         fails; what was done until then is done.
         """
         stop = stop or threading.Event()
+        self._stop = stop
         result = FlushResult()
         start = time.monotonic()
         handled = 0
@@ -214,6 +219,15 @@ class Flusher:
         time_limit: float | None,
     ) -> None:
         pending = list(claims)
+        slot = None
+        if self.limiter is not None and self.limiter.limit.connections:
+            slot = self.limiter.acquire_connection(
+                stop, claims[0].expires - self.margin, self.lease
+            )
+            if slot is None:
+                logger.info("no transport connection slot free; giving the batch back")
+                self._release(pending)
+                return
         try:
             try:
                 self.transport.open()
@@ -247,6 +261,9 @@ class Flusher:
             self._release(pending)
         finally:
             self.transport.close()
+            if slot is not None:
+                assert self.limiter is not None
+                self.limiter.release_connection(slot)
 
     def _one(self, claim: Claim, result: FlushResult) -> None:
         try:
@@ -254,6 +271,10 @@ class Flusher:
         except CodecError as exc:
             self._bury(claim, None, f"undecodable record: {exc}", result)
             return
+        if self.limiter is not None and not self.limiter.wait_to_send(
+            message, self._stop, claim.expires - self.margin
+        ):
+            raise _Stop
         try:
             delivery = self.transport.send(message)
         except (SessionError, ConnectError):

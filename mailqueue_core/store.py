@@ -103,7 +103,9 @@ class Store(abc.ABC):
     #: capability, never by name. Known words:
     #: ``"shared"`` (several processes/machines see one queue),
     #: ``"durable"`` (survives a restart of the process that wrote it),
-    #: ``"may_lose"`` (can lose a record and reports it as lost).
+    #: ``"may_lose"`` (can lose a record and reports it as lost),
+    #: ``"rate_limit"`` (keeps shared token buckets and connection slots: the
+    #: three methods at the end of this class).
     capabilities: ClassVar[frozenset[str]] = frozenset()
 
     #: The largest record ``data`` this store can hold, or None.
@@ -199,6 +201,30 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def purge(self, buried_before: float) -> int:
         """Delete dead letters buried before ``buried_before``; return how many."""
+
+    # -- optional: shared rate limits (capability "rate_limit") -----------------
+
+    def take_token(self, bucket: str, rate: float, burst: float, now: float) -> float:
+        """Take one token from the named bucket; return 0.0, or the seconds to wait.
+
+        The bucket refills at ``rate`` tokens a second and holds at most
+        ``burst`` (it starts full). When no whole token is there, nothing is
+        taken and the return value says when one will be. MUST be atomic for
+        every client of the store, on every machine.
+        """
+        raise NotImplementedError(f"{type(self).__name__} keeps no rate limits")
+
+    def acquire_slot(self, name: str, limit: int, lease: float, now: float) -> str | None:
+        """Take one of ``limit`` slots named ``name`` until ``now + lease``; its token, or None.
+
+        Slots whose lease ran out are free again (a flusher that died gives
+        its slot back by expiry). MUST be atomic as :meth:`take_token` is.
+        """
+        raise NotImplementedError(f"{type(self).__name__} keeps no rate limits")
+
+    def release_slot(self, name: str, token: str) -> None:
+        """Give a slot back; an unknown or expired token is ignored."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no rate limits")
 
     # -- conveniences ----------------------------------------------------------
 

@@ -13,8 +13,9 @@ Options
     ``namespace`` (str, ``"default"``).
 
 Capabilities and what it can lose
-    None shared, nothing durable: every queued message is lost when the
-    process exits. Use ``sqlite`` on one machine, ``redis`` on several.
+    ``rate_limit`` (within the process). Not shared, nothing durable: every
+    queued message is lost when the process exits. Use ``sqlite`` on one
+    machine, ``redis`` on several.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from mailqueue_core.errors import ConfigurationError, LeaseLost
+from mailqueue_core.ratelimit import LocalLimits
 from mailqueue_core.store import Claim, DeadLetter, Record, Stats, Store
 
 _queues: dict[tuple[str, str], _Queue] = {}
@@ -49,6 +51,7 @@ class _Queue:
         self.heap: list[tuple[float, int, str]] = []
         self.seq = 0
         self.dead: dict[str, DeadLetter] = {}
+        self.limits = LocalLimits()
 
     def push(self, record: Record) -> None:
         self.seq += 1
@@ -56,7 +59,7 @@ class _Queue:
 
 
 class MemoryStore(Store):
-    capabilities = frozenset()
+    capabilities = frozenset({"rate_limit"})
 
     def __init__(self, location: str = "memory://", **options: object) -> None:
         namespace = options.pop("namespace", "default")
@@ -181,3 +184,12 @@ class MemoryStore(Store):
             for mid in old:
                 del self._q.dead[mid]
         return len(old)
+
+    def take_token(self, bucket: str, rate: float, burst: float, now: float) -> float:
+        return self._q.limits.take_token(bucket, rate, burst, now)
+
+    def acquire_slot(self, name: str, limit: int, lease: float, now: float) -> str | None:
+        return self._q.limits.acquire_slot(name, limit, lease, now)
+
+    def release_slot(self, name: str, token: str) -> None:
+        self._q.limits.release_slot(name, token)

@@ -29,7 +29,9 @@ Options
     ``client_options`` (dict, {}): passed through to redis-py's client.
 
 Capabilities and what it can lose
-    ``shared`` and ``durable``, as durable as the server's persistence: with
+    ``shared``, ``rate_limit`` (buckets and slots shared by every flusher:
+    :mod:`mailqueue_stores.redis_limits`) and ``durable``, as durable as the
+    server's persistence: with
     ``appendonly yes`` and ``appendfsync everysec`` a crash of the machine can
     lose the last second of writes (a crash of Redis alone loses nothing);
     with RDB snapshots only, everything since the last snapshot; with no
@@ -51,6 +53,7 @@ from mailqueue_core.errors import ConfigurationError, LeaseLost, MessageTooLarge
 from mailqueue_core.store import Claim, DeadLetter, Record, Stats, Store
 from mailqueue_stores.redis_client import RedisClient
 from mailqueue_stores.redis_config import parse_settings
+from mailqueue_stores.redis_limits import RedisLimits
 from mailqueue_stores.redis_scripts import RedisKeys
 
 __all__ = ["RedisStore"]
@@ -61,8 +64,8 @@ _AGE_WALK = 1000
 _CHUNK = 500
 
 
-class RedisStore(Store):
-    capabilities = frozenset({"shared", "durable"})
+class RedisStore(RedisLimits, Store):
+    capabilities = frozenset({"shared", "durable", "rate_limit"})
     #: Redis's largest string (``proto-max-bulk-len``, 512 MiB by default).
     max_record_size = 512 * 1024 * 1024
 

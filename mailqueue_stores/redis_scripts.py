@@ -22,6 +22,8 @@ which Redis would truncate to integers.
 
 from __future__ import annotations
 
+from mailqueue_stores.redis_limits import LIMIT_SCRIPTS
+
 __all__ = ["SCRIPTS", "RedisKeys"]
 
 
@@ -231,3 +233,6 @@ SCRIPTS: dict[str, str] = {
     "dead_letters": DEAD_LETTERS,
     "stats": STATS,
 }
+
+# Rate limits live in a module of their own; their scripts are registered with these.
+SCRIPTS.update(LIMIT_SCRIPTS)

@@ -26,7 +26,8 @@ Options
 
 Capabilities and what it can lose
     ``shared`` (between processes of one machine; not over a network
-    filesystem, where SQLite's locks do not hold) and ``durable``. With
+    filesystem, where SQLite's locks do not hold), ``durable`` and
+    ``rate_limit`` (buckets and slots in the same file). With
     ``synchronous=FULL`` a message is on disk when ``enqueue`` returns and
     survives a crash of the process or of the machine. With ``NORMAL`` the
     last commits before a power cut or an operating-system crash may be lost
@@ -49,6 +50,7 @@ from mailqueue_core.errors import ConfigurationError, LeaseLost, StoreUnavailabl
 from mailqueue_core.store import Claim, DeadLetter, Record, Stats, Store
 from mailqueue_stores import sqlite_schema as sql
 from mailqueue_stores.sqlite_connections import ConnectionPool
+from mailqueue_stores.sqlite_limits import SQLiteLimits
 
 __all__ = ["SQLiteStore"]
 
@@ -102,8 +104,8 @@ def _synchronous(value: object) -> str:
     )
 
 
-class SQLiteStore(Store):
-    capabilities = frozenset({"shared", "durable"})
+class SQLiteStore(SQLiteLimits, Store):
+    capabilities = frozenset({"shared", "durable", "rate_limit"})
 
     def __init__(self, location: str, **options: object) -> None:
         path, query = _parse_location(location)

@@ -19,7 +19,7 @@ from mailqueue_core.errors import ConfigurationError
 
 __all__ = ["CLAIM", "SCHEMA_VERSION", "enable_wal", "ensure_schema"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: rate-limit buckets and connection slots
 
 _DDL = (
     """CREATE TABLE IF NOT EXISTS mailqueue_meta (
@@ -52,6 +52,20 @@ _DDL = (
         PRIMARY KEY (namespace, id)
     )""",
     "CREATE INDEX IF NOT EXISTS mailqueue_dead_buried ON mailqueue_dead (namespace, buried, id)",
+    """CREATE TABLE IF NOT EXISTS mailqueue_buckets (
+        namespace TEXT NOT NULL,
+        name TEXT NOT NULL,
+        tokens REAL NOT NULL,
+        updated REAL NOT NULL,
+        PRIMARY KEY (namespace, name)
+    )""",
+    """CREATE TABLE IF NOT EXISTS mailqueue_slots (
+        namespace TEXT NOT NULL,
+        name TEXT NOT NULL,
+        token TEXT NOT NULL,
+        expires REAL NOT NULL,
+        PRIMARY KEY (namespace, name, token)
+    )""",
 )
 
 _VERSION_TABLE = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'mailqueue_meta'"

@@ -264,7 +264,7 @@ def test_options_are_kept_for_rebuilding(redis_server):
     s = RedisStore(redis_server.url, namespace="x", socket_timeout=2, client_options={})
     assert s.options == {"socket_timeout": 2, "client_options": {}}
     assert s.namespace == "x"
-    assert s.capabilities == frozenset({"shared", "durable"})
+    assert s.capabilities == frozenset({"shared", "durable", "rate_limit"})
 
 
 # -- URLs and options -----------------------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 from mailqueue_core.errors import ConfigurationError, StoreUnavailable
 from mailqueue_core.testing import StoreContract, make_record, store_model_test
 from mailqueue_stores.sqlite import SQLiteStore
-from mailqueue_stores.sqlite_schema import CLAIM
+from mailqueue_stores.sqlite_schema import CLAIM, SCHEMA_VERSION
 
 LEASE = 300.0
 NOW = 1_700_000_000.0
@@ -178,7 +178,23 @@ def test_file_is_in_wal_mode_with_a_schema_version(store):
             "SELECT value FROM mailqueue_meta WHERE key = 'schema_version'"
         ).fetchone()
     conn.close()
-    assert version == ("1",)
+    assert version == (str(SCHEMA_VERSION),)
+
+
+def test_a_version_1_file_is_upgraded(tmp_path):
+    location = url(tmp_path / "old.db")
+    first = SQLiteStore(location)
+    first.enqueue([make_record(NOW)])
+    first.close()
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        conn.execute("DROP TABLE mailqueue_buckets")
+        conn.execute("DROP TABLE mailqueue_slots")
+        conn.execute("UPDATE mailqueue_meta SET value = '1' WHERE key = 'schema_version'")
+    conn.close()
+    store = SQLiteStore(location)
+    assert store.take_token("b", 1.0, 1, NOW) == 0.0
+    assert store.stats(NOW).ready == 1
+    store.close()
 
 
 def test_queue_survives_closing_and_reopening(tmp_path):

@@ -391,3 +391,65 @@ class StoreContract:
             t.join()
         every = [mid for ids in got for mid in ids]
         assert len(every) == len(set(every)) == len(records)
+
+    # -- shared rate limits (capability "rate_limit") -------------------------------
+
+    @pytest.fixture
+    def limits(self, store: Store) -> Store:
+        if "rate_limit" not in store.capabilities:
+            pytest.skip(f"{type(store).__name__} does not declare the 'rate_limit' capability")
+        return store
+
+    def test_token_bucket(self, limits: Store, now: float) -> None:
+        assert [limits.take_token("b", 1.0, 3, now) for _ in range(3)] == [0.0, 0.0, 0.0]
+        assert limits.take_token("b", 1.0, 3, now) == pytest.approx(1.0, abs=1e-3)
+        assert limits.take_token("b", 1.0, 3, now + 0.5) == pytest.approx(0.5, abs=1e-3)
+        assert limits.take_token("b", 1.0, 3, now + 1.0) == 0.0
+        # Refills up to the burst, never beyond.
+        later = now + 100
+        assert [limits.take_token("b", 1.0, 3, later) for _ in range(4)][:3] == [0.0] * 3
+        assert limits.take_token("other", 1.0, 3, now) == 0.0  # buckets are apart
+
+    def test_buckets_are_shared_by_clients_and_apart_by_namespace(
+        self, limits: Store, store_factory: Callable[..., Store], now: float
+    ) -> None:
+        twin = store_factory()
+        assert limits.take_token("b", 0.5, 1, now) == 0.0
+        assert twin.take_token("b", 0.5, 1, now) == pytest.approx(2.0, abs=1e-3)
+        other = store_factory(namespace=limits.namespace + "-other")
+        assert other.take_token("b", 0.5, 1, now) == 0.0
+
+    def test_concurrent_takers_never_exceed_the_bucket(
+        self, limits: Store, store_factory: Callable[..., Store], now: float
+    ) -> None:
+        clients = [store_factory() for _ in range(4)]
+        taken: list[int] = [0] * len(clients)
+        start = threading.Barrier(len(clients))
+
+        def take(i: int) -> None:
+            start.wait()
+            for _ in range(20):
+                if clients[i].take_token("shared", 0.001, 25, now) == 0.0:
+                    taken[i] += 1
+
+        threads = [threading.Thread(target=take, args=(i,)) for i in range(len(clients))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sum(taken) == 25
+
+    def test_connection_slots(
+        self, limits: Store, store_factory: Callable[..., Store], now: float
+    ) -> None:
+        twin = store_factory()
+        first = limits.acquire_slot("conn", 2, 30, now)
+        second = twin.acquire_slot("conn", 2, 30, now)
+        assert first and second and first != second
+        assert limits.acquire_slot("conn", 2, 30, now) is None
+        twin.release_slot("conn", second)
+        third = limits.acquire_slot("conn", 2, 30, now)
+        assert third is not None
+        # A holder that died gives its slot back when the lease runs out.
+        assert twin.acquire_slot("conn", 2, 30, now + 31) is not None
+        limits.release_slot("conn", "no-such-token")

@@ -1,6 +1,7 @@
 """Fixtures that start real memcached servers on free loopback ports, with mirakuru.
 
 ``memcached_server``           session-wide server (``-U 0``: TCP only), default limits
+``memcached_pair``             session-wide pair of servers, for stores spread over two
 ``memcached_server_factory``   servers a test starts with its own flags (``-m 2 -I 512k``
                                for evictions) and may restart on the same port
 
@@ -81,6 +82,14 @@ def memcached_server() -> Iterator[MemcachedServer]:
     server = MemcachedServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def memcached_pair() -> Iterator[tuple[MemcachedServer, MemcachedServer]]:
+    pair = (MemcachedServer().start(), MemcachedServer().start())
+    yield pair
+    for server in pair:
+        server.stop()
 
 
 @pytest.fixture
