@@ -185,7 +185,8 @@ class Flusher:
             if not claims:
                 break
             handled += len(claims)
-            self._batch(claims, result, stop, start, time_limit)
+            if not self._batch(claims, result, stop, start, time_limit):
+                break
         result.elapsed = time.monotonic() - start
         return result
 
@@ -217,7 +218,8 @@ class Flusher:
         stop: threading.Event,
         start: float,
         time_limit: float | None,
-    ) -> None:
+    ) -> bool:
+        """Deliver one batch; False when this run should end (no connection slot)."""
         pending = list(claims)
         slot = None
         if self.limiter is not None and self.limiter.limit.connections:
@@ -225,19 +227,19 @@ class Flusher:
                 stop, claims[0].expires - self.margin, self.lease
             )
             if slot is None:
-                logger.info("no transport connection slot free; giving the batch back")
+                logger.info("no transport connection slot is free; giving the batch back")
                 self._release(pending)
-                return
+                return False
         try:
             try:
                 self.transport.open()
             except (SessionError, ConnectError) as exc:
                 self._defer_all(pending, exc, result)
-                return
+                return True
             except Exception as exc:
                 logger.exception("transport %s failed to open", self.transport.describe())
                 self._defer_all(pending, ConnectError(f"{type(exc).__name__}: {exc}"), result)
-                return
+                return True
             while pending:
                 claim = pending[0]
                 if stop.is_set() or (
@@ -255,7 +257,7 @@ class Flusher:
                     self._one(claim, result)
                 except (SessionError, ConnectError) as exc:
                     self._defer_all(pending, exc, result)
-                    return
+                    return True
                 pending.pop(0)
         except _Stop:
             self._release(pending)
@@ -264,6 +266,7 @@ class Flusher:
             if slot is not None:
                 assert self.limiter is not None
                 self.limiter.release_connection(slot)
+        return True
 
     def _one(self, claim: Claim, result: FlushResult) -> None:
         try:
