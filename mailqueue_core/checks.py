@@ -57,6 +57,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         make_routes(config.transport, config.transports).close()
     except ConfigurationError as exc:
         messages.append(Error(str(exc), id="mailqueue.E003"))
+    if config.on_commit is not None and config.fallback_store is None:
+        messages.append(
+            Warning(
+                "MAILQUEUE['ON_COMMIT'] queues mail after the transaction commits, when the "
+                "request can no longer fail: if the store is down then, the mail is only "
+                "logged.",
+                hint="Set MAILQUEUE['FALLBACK_STORE'] (a local sqlite file) to keep it.",
+                id="mailqueue.W003",
+            )
+        )
     if config.policy.max_age < config.policy.first:
         messages.append(
             Warning(

@@ -67,7 +67,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=level[options.verbosity], format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    return run(options, lambda: _config(options))
+    listener = None
+    if options.settings:
+        from mailqueue_core.signals import SignalListener
+
+        listener = SignalListener  # the site's receivers hear the standalone flusher too
+    return run(options, lambda: _config(options), listener=listener)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.core.signals import setting_changed
 
-from mailqueue_core.config import Config
+from mailqueue_core.config import DEFAULTS, Config
 from mailqueue_core.plugins import make_store
 from mailqueue_core.store import Store
 
@@ -25,18 +25,27 @@ _lock = threading.Lock()
 
 
 def _mailer_options() -> dict[str, Any] | None:
-    """The options of the first ``MAILERS`` entry that is the queueing backend."""
+    """The queue's settings among the options of the first queueing ``MAILERS`` entry.
+
+    Other options (``fail_silently``) belong to the backend, not to the queue.
+    """
     for mailer in (getattr(settings, "MAILERS", None) or {}).values():
         if str(mailer.get("BACKEND", "")).startswith("mailqueue_core."):
-            return {key.upper(): value for key, value in mailer.get("OPTIONS", {}).items()}
+            options = mailer.get("OPTIONS", {})
+            return {k.upper(): v for k, v in options.items() if k.upper() in DEFAULTS}
     return None
 
 
 def get_config(overrides: dict[str, Any] | None = None) -> Config:
-    """``MAILQUEUE`` (or, without it, the queueing mailer's ``OPTIONS``) plus ``overrides``."""
+    """``MAILQUEUE``, then the queueing mailer's ``OPTIONS``, then ``overrides``.
+
+    The backend and the management command read the same merge, so mail
+    queued through a mailer is found by ``manage.py mailqueue flush``.
+    """
     raw = getattr(settings, "MAILQUEUE", None)
-    if raw is None:
-        raw = _mailer_options()
+    mailer = _mailer_options()
+    if mailer:
+        raw = {**(raw or {}), **mailer}
     if overrides:
         raw = {**(raw or {}), **overrides}
     return Config.from_settings(raw)

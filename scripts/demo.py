@@ -37,11 +37,11 @@ def main() -> None:
 
     django.setup()
     from django.core.mail import send_mail
-    from mailqueue_core.testing.smtpserver import FaultySMTPServer
 
     from mailqueue_core.django_settings import get_config, get_store
     from mailqueue_core.flusher import Flusher
     from mailqueue_core.plugins import make_transport
+    from mailqueue_core.testing.smtpserver import FaultySMTPServer
 
     config = get_config()
     store = get_store(config.store, config.namespace)

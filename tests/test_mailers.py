@@ -80,3 +80,15 @@ def test_unknown_mailer_options_are_rejected(option):
         # Django < 6.1 ignores unknown backend options by design; ours are still read.
         backend = EmailBackend(store="memory://", **{option: 1})
         assert backend.config.store == "memory://"
+
+
+def test_mailer_options_and_mailqueue_merge_for_the_flusher():
+    conf = {
+        "default": {
+            "BACKEND": "mailqueue_core.backend.EmailBackend",
+            "OPTIONS": {"store": "memory://from-mailer", "fail_silently": True},
+        }
+    }
+    with override_settings(MAILERS=conf, MAILQUEUE={"STORE": "memory://x", "BATCH_SIZE": 7}):
+        config = get_config()
+    assert (config.store, config.batch_size) == ("memory://from-mailer", 7)

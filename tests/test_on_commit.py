@@ -67,3 +67,10 @@ def test_bad_on_commit_setting():
         pytest.raises(ConfigurationError, match="ON_COMMIT"),
     ):
         send("x")
+
+
+def test_check_warns_about_on_commit_without_fallback():
+    from django.core.checks import run_checks
+
+    with override_settings(MAILQUEUE={"STORE": "sqlite:////tmp/x.db", "ON_COMMIT": True}):
+        assert [m.id for m in run_checks(tags=["mailqueue"])] == ["mailqueue.W003"]
