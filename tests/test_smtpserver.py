@@ -602,3 +602,16 @@ def test_bad_settings_are_refused(tls):
         FaultySMTPServer(require_auth=True)
     with pytest.raises(ValueError, match="not both"):
         FaultySMTPServer(starttls_context=tls[0], implicit_tls_context=tls[0])
+
+
+def test_listens_on_a_chosen_port():
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with FaultySMTPServer(port=port) as server:
+        assert server.port == port
+        with smtplib.SMTP(server.host, server.port, timeout=5) as client:
+            client.sendmail("a@example.com", ["b@example.com"], b"Subject: x\r\n\r\nbody\r\n")
+        assert len(server.messages) == 1

@@ -127,12 +127,13 @@ class FaultySMTPServer:
         require_auth: bool = False,
         starttls_context: ssl.SSLContext | None = None,
         implicit_tls_context: ssl.SSLContext | None = None,
+        port: int = 0,
     ) -> None:
         if require_auth and not auth:
             raise ValueError("require_auth=True needs auth={user: password}")
         if starttls_context is not None and implicit_tls_context is not None:
             raise ValueError("give starttls_context or implicit_tls_context, not both")
-        self.port = 0
+        self.port = port  # 0: a free one, chosen at start
         self._auth = dict(auth) if auth else None
         self._starttls = starttls_context
         self._implicit_tls = implicit_tls_context
