@@ -174,3 +174,11 @@ def test_missing_setting_is_a_configuration_error():
         pytest.raises(ConfigurationError, match=r"MAILQUEUE is not set|STORE'\] is required"),
     ):
         backend().send_messages([EmailMessage("S", "B", "a@x.com", ["r@x.com"])])
+
+
+def test_sending_works_without_the_app_installed():
+    conf = queue_settings()
+    with override_settings(INSTALLED_APPS=[], MAILQUEUE=conf):
+        assert backend().send_messages([EmailMessage("S", "B", "a@x.com", ["r@x.com"])]) == 1
+        (msg,) = queued(conf)
+    assert msg.recipients == ["r@x.com"]
