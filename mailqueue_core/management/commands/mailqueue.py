@@ -35,16 +35,21 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         verbosity = options.get("verbosity", 1)
         level = {0: logging.ERROR, 1: logging.WARNING, 2: logging.INFO, 3: logging.DEBUG}
-        logging.getLogger("mailqueue").setLevel(level[verbosity])
-        if not logging.getLogger("mailqueue").handlers and not logging.getLogger().handlers:
+        logger = logging.getLogger("mailqueue")
+        previous = logger.level
+        logger.setLevel(level[verbosity])
+        if not logger.handlers and not logging.getLogger().handlers:
             logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        code = run(
-            argparse.Namespace(**options),
-            get_config,
-            stdout=_Plain(self.stdout),  # type: ignore[arg-type]
-            stderr=_Plain(self.stderr),  # type: ignore[arg-type]
-            listener=SignalListener,
-        )
+        try:
+            code = run(
+                argparse.Namespace(**options),
+                get_config,
+                stdout=_Plain(self.stdout),  # type: ignore[arg-type]
+                stderr=_Plain(self.stderr),  # type: ignore[arg-type]
+                listener=SignalListener,
+            )
+        finally:
+            logger.setLevel(previous)  # called in-process, leave the site's logging alone
         if code:
             # The reason was already written to stderr; only the status is left.
             raise SystemExit(code)
