@@ -69,12 +69,12 @@ def translate_open_error(exc: BaseException, hint: str) -> DeliveryError:
         return SessionError(f"TLS failed: {exc}; check {hint}")
     if isinstance(exc, smtplib.SMTPServerDisconnected):
         return ConnectError(f"server disconnected while opening the session: {exc}")
+    if isinstance(exc, smtplib.SMTPException):  # before OSError, its base class
+        return SessionError(f"{type(exc).__name__}: {exc}; check {hint}")
     if isinstance(exc, socket.timeout | TimeoutError):
         return ConnectError(f"timed out connecting: {exc}")
     if isinstance(exc, OSError):
         return ConnectError(f"cannot connect: {exc}")
-    if isinstance(exc, smtplib.SMTPException):
-        return SessionError(f"{type(exc).__name__}: {exc}; check {hint}")
     raise exc
 
 
@@ -100,10 +100,10 @@ def translate_send_error(exc: BaseException) -> DeliveryError:
         return TransientError(f"server disconnected while sending: {exc}")
     if isinstance(exc, smtplib.SMTPResponseException):
         return classify_reply(exc.smtp_code, exc.smtp_error, "data")
+    if isinstance(exc, smtplib.SMTPException):  # before OSError, its base class
+        return TransientError(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, socket.timeout | TimeoutError):
         return TransientError(f"timed out while sending: {exc}")
     if isinstance(exc, OSError):
         return TransientError(f"connection failed while sending: {exc}")
-    if isinstance(exc, smtplib.SMTPException):
-        return TransientError(f"{type(exc).__name__}: {exc}")
     raise exc
