@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import smtplib
-import socket
 import ssl
 
 from mailqueue_core.errors import (
@@ -71,7 +70,7 @@ def translate_open_error(exc: BaseException, hint: str) -> DeliveryError:
         return ConnectError(f"server disconnected while opening the session: {exc}")
     if isinstance(exc, smtplib.SMTPException):  # before OSError, its base class
         return SessionError(f"{type(exc).__name__}: {exc}; check {hint}")
-    if isinstance(exc, socket.timeout | TimeoutError):
+    if isinstance(exc, TimeoutError):
         return ConnectError(f"timed out connecting: {exc}")
     if isinstance(exc, OSError):
         return ConnectError(f"cannot connect: {exc}")
@@ -102,7 +101,7 @@ def translate_send_error(exc: BaseException) -> DeliveryError:
         return classify_reply(exc.smtp_code, exc.smtp_error, "data")
     if isinstance(exc, smtplib.SMTPException):  # before OSError, its base class
         return TransientError(f"{type(exc).__name__}: {exc}")
-    if isinstance(exc, socket.timeout | TimeoutError):
+    if isinstance(exc, TimeoutError):
         return TransientError(f"timed out while sending: {exc}")
     if isinstance(exc, OSError):
         return TransientError(f"connection failed while sending: {exc}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import smtplib
-import socket
 import ssl
 
 import pytest
@@ -48,7 +47,7 @@ def test_replies(code, stage, kind):
         (smtplib.SMTPNotSupportedError("STARTTLS"), SessionError, "STARTTLS"),
         (ssl.SSLCertVerificationError("verify failed"), SessionError, "TLS failed"),
         (smtplib.SMTPServerDisconnected("bye"), ConnectError, "disconnected"),
-        (socket.timeout("slow"), ConnectError, "timed out"),
+        (TimeoutError("slow"), ConnectError, "timed out"),
         (ConnectionRefusedError(111, "refused"), ConnectError, "cannot connect"),
         (smtplib.SMTPException("odd"), SessionError, "odd"),
     ],
@@ -79,7 +78,7 @@ def test_open_error_that_is_not_smtp_is_raised():
         (smtplib.SMTPDataError(451, b"later"), TransientError),
         (smtplib.SMTPServerDisconnected("gone"), TransientError),
         (smtplib.SMTPResponseException(452, b"full"), TransientError),
-        (socket.timeout("slow"), TransientError),
+        (TimeoutError("slow"), TransientError),
         (BrokenPipeError(32, "pipe"), TransientError),
         (smtplib.SMTPException("odd"), TransientError),
     ],
