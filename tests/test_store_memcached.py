@@ -18,7 +18,7 @@ from mailqueue_core.errors import (
     MessageTooLarge,
     StoreUnavailable,
 )
-from mailqueue_core.testing import StoreContract
+from mailqueue_core.testing import StoreContract, run_store_model
 from mailqueue_core.testing.contract import LEASE, make_record
 from mailqueue_stores.memcached import MemcachedStore
 from mailqueue_stores.memcached_client import MemcachedClient
@@ -78,6 +78,11 @@ class TestMemcachedStoreOnTwoServers(StoreContract):
         s = MemcachedStore(f"memcached://{one.address},{two.address}", namespace=fresh_namespace())
         yield s
         s.close()
+
+
+def test_memcached_store_model(memcached_server):
+    """The stateful model test, each generated run in a namespace of its own."""
+    run_store_model(lambda: MemcachedStore(memcached_server.url, namespace=fresh_namespace()))
 
 
 # -- configuration ------------------------------------------------------------
