@@ -12,6 +12,7 @@ addresses); the flusher's also carry the outcome:
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.dispatch import Signal
@@ -28,6 +29,8 @@ __all__ = [
     "message_sent",
 ]
 
+logger = logging.getLogger("mailqueue.signals")
+
 message_queued = Signal()
 message_sent = Signal()
 message_deferred = Signal()
@@ -39,12 +42,25 @@ def _ids(message_id: str, message: QueuedMessage | None) -> dict[str, Any]:
     return {"message_id": message_id, "recipients": recipients}
 
 
+def _send(signal: Signal, **kwargs: Any) -> None:
+    # A site's receiver that fails must not stop deliveries: the outcome is
+    # already recorded in the store.
+    for receiver, result in signal.send_robust(sender=FlushListener, **kwargs):
+        if isinstance(result, Exception):
+            logger.error(
+                "signal receiver %r failed for message %s: %r",
+                receiver,
+                kwargs.get("message_id"),
+                result,
+            )
+
+
 class SignalListener(FlushListener):
     """Turns the flusher's outcomes into the signals above."""
 
     def sent(self, message_id: str, message: QueuedMessage, delivery: Delivery) -> None:
-        message_sent.send(
-            sender=FlushListener,
+        _send(
+            message_sent,
             transport=delivery.transport,
             provider_id=delivery.provider_id,
             **_ids(message_id, message),
@@ -53,9 +69,7 @@ class SignalListener(FlushListener):
     def deferred(
         self, message_id: str, message: QueuedMessage | None, error: str, due: float
     ) -> None:
-        message_deferred.send(
-            sender=FlushListener, error=error, due=due, **_ids(message_id, message)
-        )
+        _send(message_deferred, error=error, due=due, **_ids(message_id, message))
 
     def buried(self, message_id: str, message: QueuedMessage | None, reason: str) -> None:
-        message_buried.send(sender=FlushListener, reason=reason, **_ids(message_id, message))
+        _send(message_buried, reason=reason, **_ids(message_id, message))

@@ -211,3 +211,19 @@ def test_signals_from_the_flusher(conf):
         message_sent.disconnect(receiver)
     ((_, recipients, transport),) = heard
     assert recipients == ["r@example.com"] and "locmem" in transport
+
+
+def test_a_failing_receiver_does_not_stop_deliveries(conf, caplog):
+    from mailqueue_core.signals import message_sent
+
+    def broken(sender, **kwargs):
+        raise RuntimeError("receiver bug")
+
+    message_sent.connect(broken)
+    try:
+        send(2)
+        code, out, _ = manage("flush")
+    finally:
+        message_sent.disconnect(broken)
+    assert code == 0 and out.startswith("sent 2,")
+    assert any("receiver bug" in r.getMessage() for r in caplog.records)
