@@ -29,6 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from mailqueue_core import codec
 from mailqueue_core.errors import (
@@ -118,6 +119,58 @@ class _Stop(Exception):
     """Internal: leave the batch (lease running out, or asked to stop)."""
 
 
+class _Acker:
+    """Acks message k on a thread while message k+1 is decoded and rendered.
+
+    The next message is sent only after :meth:`settle` saw that ack through,
+    so a crash still leaves at most one sent-but-unacked message, and a store
+    that fails to ack still stops the flusher before its next send.
+    """
+
+    def __init__(self, store: Store, threaded: bool) -> None:
+        self.store = store
+        self.executor = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailqueue-ack")
+            if threaded
+            else None
+        )
+        self.pending: tuple[Claim, Future[None]] | None = None
+
+    def ack(self, claim: Claim) -> None:
+        self.settle()
+        if self.executor is None:
+            self._done(claim, None)
+            return
+        self.pending = (claim, self.executor.submit(self.store.ack, claim))
+
+    def settle(self) -> None:
+        """Wait for the ack in flight; raises what the store raised (but LeaseLost)."""
+        if self.pending is not None:
+            claim, future = self.pending
+            self.pending = None
+            self._done(claim, future)
+
+    def _done(self, claim: Claim, future: Future[None] | None) -> None:
+        try:
+            if future is None:
+                self.store.ack(claim)
+            else:
+                future.result()
+        except LeaseLost:
+            logger.warning(
+                "message %s was delivered but its lease had been taken over; "
+                "the other flusher may deliver it again",
+                claim.id,
+            )
+
+    def close(self) -> None:
+        try:
+            self.settle()
+        finally:
+            if self.executor is not None:
+                self.executor.shutdown(wait=True)
+
+
 class Flusher:
     """Delivers due messages from ``store`` through ``transport``.
 
@@ -175,6 +228,24 @@ class Flusher:
         result = FlushResult()
         start = time.monotonic()
         handled = 0
+        # An in-process store acks faster than a thread hand-off would take.
+        self._acker = _Acker(self.store, threaded="shared" in self.store.capabilities)
+        try:
+            self._loop(stop, limit, time_limit, start, handled, result)
+        finally:
+            self._acker.close()
+        result.elapsed = time.monotonic() - start
+        return result
+
+    def _loop(
+        self,
+        stop: threading.Event,
+        limit: int | None,
+        time_limit: float | None,
+        start: float,
+        handled: int,
+        result: FlushResult,
+    ) -> None:
         while not stop.is_set():
             if limit is not None and handled >= limit:
                 break
@@ -187,8 +258,6 @@ class Flusher:
             handled += len(claims)
             if not self._batch(claims, result, stop, start, time_limit):
                 break
-        result.elapsed = time.monotonic() - start
-        return result
 
     def run(
         self,
@@ -256,10 +325,13 @@ class Flusher:
                 try:
                     self._one(claim, result)
                 except (SessionError, ConnectError) as exc:
+                    self._acker.settle()
                     self._defer_all(pending, exc, result)
                     return True
                 pending.pop(0)
+            self._acker.settle()
         except _Stop:
+            self._acker.settle()
             self._release(pending)
         finally:
             self.transport.close()
@@ -272,8 +344,12 @@ class Flusher:
         try:
             message = codec.decode(claim.record)
         except CodecError as exc:
+            self._acker.settle()
             self._bury(claim, None, f"undecodable record: {exc}", result)
             return
+        # Render while the previous message's ack is on its way; send only after it.
+        self.transport.prepare(message)
+        self._acker.settle()
         if self.limiter is not None and not self.limiter.wait_to_send(
             message, self._stop, claim.expires - self.margin
         ):
@@ -300,7 +376,7 @@ class Flusher:
         if delivery.refused:
             self._split(claim, message, delivery, result)
         else:
-            self._ack(claim)
+            self._acker.ack(claim)
         accepted = [r for r in message.recipients if r not in delivery.refused]
         if accepted:
             result.sent += 1
@@ -314,16 +390,6 @@ class Flusher:
             self.listener.sent(claim.id, message, delivery)
 
     # -- outcomes -------------------------------------------------------------------
-
-    def _ack(self, claim: Claim) -> None:
-        try:
-            self.store.ack(claim)
-        except LeaseLost:
-            logger.warning(
-                "message %s was delivered but its lease had been taken over; "
-                "the other flusher may deliver it again",
-                claim.id,
-            )
 
     def _retry(
         self, claim: Claim, message: QueuedMessage | None, error: str, result: FlushResult
@@ -436,7 +502,8 @@ class Flusher:
             self.store.enqueue([codec.to_record(m) for m in later])
         if dead:
             self.store.add_dead([codec.to_record(m) for m in dead], now)
-        self._ack(claim)
+        self._acker.ack(claim)
+        self._acker.settle()
         for part in later:
             result.deferred += 1
             logger.info(

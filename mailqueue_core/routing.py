@@ -68,6 +68,9 @@ class FailoverTransport(Transport):
             transport.close()
         self.opened = False
 
+    def prepare(self, message: QueuedMessage) -> None:
+        self.transports[self.current].prepare(message)
+
     def send(self, message: QueuedMessage) -> Delivery:
         if not self.opened:
             self._open_from(self.current)
@@ -120,6 +123,13 @@ class RoutingTransport(Transport):
             if id(transport) in self._open:
                 transport.close()
         self._open.clear()
+
+    def prepare(self, message: QueuedMessage) -> None:
+        try:
+            transport = self._pick(message)
+        except TransientError:
+            return  # send() says so
+        transport.prepare(message)
 
     def send(self, message: QueuedMessage) -> Delivery:
         transport = self._pick(message)

@@ -62,6 +62,14 @@ class Transport(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """End the batch. MUST NOT raise for a connection that is already gone."""
 
+    def prepare(self, message: QueuedMessage) -> None:  # noqa: B027 - optional hook
+        """Do the CPU work for ``message`` ahead of :meth:`send` (render it).
+
+        The flusher calls it while the previous message's ack is in flight.
+        It MUST NOT talk to the server and MUST NOT raise: a failure here is
+        met again, and reported, by ``send``.
+        """
+
     @abc.abstractmethod
     def send(self, message: QueuedMessage) -> Delivery:
         """Deliver ``message`` to ``message.recipients``; raise a classified error."""

@@ -141,6 +141,7 @@ class SMTPTransport(Transport):
         self.cafile = conf["ssl_cafile"]
         self.local_hostname = conf["local_hostname"]
         self.connection: smtplib.SMTP | None = None
+        self._prepared: tuple[str, bytes] | None = None
 
     def describe(self) -> str:
         security = "ssl" if self.use_ssl else "starttls" if self.use_tls else "plain"
@@ -194,8 +195,18 @@ class SMTPTransport(Transport):
         except (smtplib.SMTPException, OSError):
             _quietly_close(connection)
 
+    def prepare(self, message: QueuedMessage) -> None:
+        try:
+            self._prepared = (message.id, convert.render(message))
+        except Exception:  # send() renders again and reports it
+            self._prepared = None
+
     def send(self, message: QueuedMessage) -> Delivery:
-        data = convert.render(message)
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None and prepared[0] == message.id:
+            data = prepared[1]
+        else:
+            data = convert.render(message)
         self.open()
         assert self.connection is not None
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 
 import pytest
@@ -313,3 +314,48 @@ def test_bad_arguments():
         Flusher(s, ScriptedTransport(), batch_size=0)
     with pytest.raises(ValueError):
         Flusher(s, ScriptedTransport(), lease=0)
+
+
+class SlowSharedStore(MemoryStore):
+    """Acks slowly, and says it is shared, so the flusher acks on its thread."""
+
+    capabilities = frozenset({"shared"})
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.acked = 0
+
+    def ack(self, claim):
+        time.sleep(0.01)  # a store round trip, for the overlap to matter
+        super().ack(claim)
+        self.acked += 1
+
+
+def test_acks_overlap_rendering_but_never_two_sends_unacked(clock):
+    store = SlowSharedStore(f"memory://{uuid.uuid4().hex}")
+    store.enqueue([record(created=clock.now) for _ in range(20)])
+    unacked_at_send = []
+
+    def script(message):
+        unacked_at_send.append(len(transport.sent) - store.acked)
+        return Delivery()
+
+    transport = ScriptedTransport(script)
+    result = flusher(store, transport, clock).flush()
+    assert result.sent == 20 and store.acked == 20
+    assert max(unacked_at_send) == 0  # the previous ack was through before each send
+
+
+def test_threaded_ack_failure_stops_before_the_next_send(clock):
+    class FailingSharedAck(MemoryStore):
+        capabilities = frozenset({"shared"})
+
+        def ack(self, claim):
+            raise StoreUnavailable("connection lost")
+
+    store = FailingSharedAck(f"memory://{uuid.uuid4().hex}")
+    store.enqueue([record(created=clock.now) for _ in range(3)])
+    transport = ScriptedTransport()
+    with pytest.raises(StoreUnavailable):
+        flusher(store, transport, clock).flush()
+    assert len(transport.sent) == 1
