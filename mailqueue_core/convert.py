@@ -17,6 +17,7 @@ import email.policy
 import email.utils
 import functools
 import inspect
+import sys
 from datetime import datetime, timezone
 from email.mime.base import MIMEBase
 from typing import Any
@@ -70,6 +71,13 @@ def _renders_itself(cls: type) -> bool:
         not in (getattr(EmailMessage, name, None), getattr(EmailMultiAlternatives, name, None))
         for name in _RENDER_METHODS
     )
+
+
+def _unset_markers() -> tuple[Any, ...]:
+    """Placeholders that stand for "not set" (anymail's ``UNSET``): not carried."""
+    utils = sys.modules.get("anymail.utils")  # loaded if the message is anymail's
+    marker = getattr(utils, "UNSET", None)
+    return () if marker is None else (marker,)
 
 
 @functools.lru_cache(maxsize=1)
@@ -187,7 +195,12 @@ def capture(message: EmailMessage) -> QueuedMessage:
         "encoding": message.encoding,
         "transport": route,
     }
-    extra = {k: v for k, v in vars(message).items() if not k.startswith("_") and k not in _KNOWN}
+    unset = _unset_markers()
+    extra = {
+        k: v
+        for k, v in vars(message).items()
+        if not k.startswith("_") and k not in _KNOWN and not any(v is m for m in unset)
+    }
     if _renders_itself(type(message)):
         saved = message.extra_headers
         message.extra_headers = headers

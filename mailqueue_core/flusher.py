@@ -116,7 +116,15 @@ def _recipients(claim: Claim, message: QueuedMessage | None) -> str:
 
 
 class _Stop(Exception):
-    """Internal: leave the batch (lease running out, or asked to stop)."""
+    """Internal: leave the batch (lease running out, or asked to stop).
+
+    ``end_run``: end this flush too, instead of claiming the next batch (a rate
+    limit slower than the lease: claiming again at once would only spin).
+    """
+
+    def __init__(self, end_run: bool = False) -> None:
+        super().__init__()
+        self.end_run = end_run
 
 
 class _Acker:
@@ -330,9 +338,11 @@ class Flusher:
                     return True
                 pending.pop(0)
             self._acker.settle()
-        except _Stop:
+        except _Stop as stopped:
             self._acker.settle()
             self._release(pending)
+            if stopped.end_run:
+                return False
         finally:
             self.transport.close()
             if slot is not None:
@@ -353,7 +363,13 @@ class Flusher:
         if self.limiter is not None and not self.limiter.wait_to_send(
             message, self._stop, claim.expires - self.margin
         ):
-            raise _Stop
+            if not self._stop.is_set():
+                logger.info(
+                    "the rate limit leaves no token before the lease of message %s runs "
+                    "out; giving the batch back until the next run",
+                    claim.id,
+                )
+            raise _Stop(end_run=True)
         try:
             delivery = self.transport.send(message)
         except (SessionError, ConnectError):

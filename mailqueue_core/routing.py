@@ -36,13 +36,20 @@ class FailoverTransport(Transport):
         self.transports = list(transports)
         self.current = 0
         self.opened = False
+        # A session failure seen on any transport of this batch: if all fail,
+        # that is the one to report, so that nothing is buried for age.
+        self.session_error: SessionError | None = None
 
     def describe(self) -> str:
         return " -> ".join(t.describe() for t in self.transports)
 
     def open(self) -> None:
         self.current = 0
+        self.session_error = None
         self._open_from(0)
+
+    def _give_up(self, last: Exception) -> Exception:
+        return self.session_error or last
 
     def _open_from(self, start: int) -> None:
         last: Exception | None = None
@@ -55,13 +62,15 @@ class FailoverTransport(Transport):
                 logger.warning(
                     "transport %s failed (%s); trying the next one", transport.describe(), exc
                 )
+                if isinstance(exc, SessionError):
+                    self.session_error = exc
                 last = exc
                 continue
             self.current, self.opened = index, True
             return
         self.opened = False
         assert last is not None
-        raise last
+        raise self._give_up(last)
 
     def close(self) -> None:
         for transport in self.transports:
@@ -80,9 +89,11 @@ class FailoverTransport(Transport):
                 return transport.send(message)
             except (SessionError, ConnectError) as exc:
                 transport.close()
+                if isinstance(exc, SessionError):
+                    self.session_error = exc
                 if self.current + 1 >= len(self.transports):
                     self.opened = False
-                    raise
+                    raise self._give_up(exc) from None
                 logger.warning(
                     "transport %s failed (%s); failing over to the next one",
                     transport.describe(),

@@ -148,3 +148,13 @@ def test_recipients_refused_by_the_provider(conf, statuses, sent, buried):
         EmailBackend().send_messages([message()])
         result = flush()
     assert (result.sent, result.buried) == (sent, buried)
+
+
+def test_an_anymail_message_with_only_some_attributes_set(conf):
+    m = AnymailMessage("Receipt", "Thanks", "shop@example.com", ["a@example.com"])
+    m.tags = ["receipt"]  # the other anymail attributes stay anymail's UNSET
+    assert EmailBackend().send_messages([m]) == 1
+    assert flush().sent == 1
+    (sent,) = mail.outbox
+    assert sent.anymail_test_params["tags"] == ["receipt"]
+    assert "metadata" not in sent.anymail_test_params

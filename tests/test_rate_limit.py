@@ -140,3 +140,15 @@ def test_rates():
     assert parse_rate("600/m", "x") == 10.0
     assert parse_rate("36/h", "x") == 0.01
     assert parse_rate(2.5, "x") == 2.5
+
+
+def test_a_rate_slower_than_the_lease_ends_the_run_instead_of_spinning():
+    store = MemoryStore(f"memory://{uuid.uuid4().hex}")
+    store.enqueue([record(created=time.time()) for _ in range(3)])
+    limit = RateLimit.from_settings({"MESSAGES": "1/h"})
+    limiter = RateLimiter(limit, store, time.time)
+    transport = ScriptedTransport()
+    result = Flusher(store, transport, limiter=limiter).flush()
+    assert result.sent == 1  # the bucket's one token; the next would wait an hour
+    assert transport.opened == 1  # not reopened again and again
+    assert store.stats(time.time()).ready == 2

@@ -159,3 +159,17 @@ def test_unknown_route_at_flush_time_is_deferred(primary, caplog):
 def test_bad_routes_setting():
     with pytest.raises(ConfigurationError, match="TRANSPORTS"):
         get_config({"STORE": "memory://", "TRANSPORTS": ["smtp"]})
+
+
+def test_a_wrong_password_on_the_primary_buries_nothing_when_all_fail(primary, secondary):
+    primary.fault("auth", "535 5.7.8 Bad credentials")
+    secondary.fault("connect", action="refuse")
+    transports = [
+        {"NAME": url(primary), "OPTIONS": {"username": "u", "password": "p"}},
+        url(secondary),
+    ]
+    store = MemoryStore(f"memory://{uuid.uuid4().hex}")
+    old = queued_message(created=time.time() - 2 * 86400)
+    store.enqueue([codec.to_record(old)])
+    result = Flusher(store, make_transport(transports)).flush()
+    assert (result.deferred, result.buried) == (1, 0)
