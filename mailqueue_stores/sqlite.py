@@ -23,6 +23,11 @@ Options
     ``synchronous`` (str, ``"FULL"``): ``"FULL"`` syncs the WAL to disk at
     every commit; ``"NORMAL"`` syncs only at checkpoints, faster, and still
     safe against a crash of any process.
+    ``django_database`` (str, none): the alias of the site's own SQLite
+    database when the queue lives in that same file: enqueues then go through
+    Django's connection and so join the request's transaction (stored at its
+    commit, never after a rollback, nothing lost in between). Needs Django
+    configured with that alias pointing at the store's file.
 
 Capabilities and what it can lose
     ``shared`` (between processes of one machine; not over a network
@@ -50,6 +55,7 @@ from mailqueue_core.errors import ConfigurationError, LeaseLost, StoreUnavailabl
 from mailqueue_core.store import Claim, DeadLetter, Record, Stats, Store
 from mailqueue_stores import sqlite_schema as sql
 from mailqueue_stores.sqlite_connections import ConnectionPool
+from mailqueue_stores.sqlite_django import enqueue_in_site_transaction
 from mailqueue_stores.sqlite_limits import SQLiteLimits
 
 __all__ = ["SQLiteStore"]
@@ -113,6 +119,14 @@ class SQLiteStore(SQLiteLimits, Store):
         namespace = given.pop("namespace", "default")
         timeout = _timeout(given.pop("timeout", 10.0))
         synchronous = _synchronous(given.pop("synchronous", "FULL"))
+        django_database = given.pop("django_database", None)
+        if django_database is not None and not (
+            isinstance(django_database, str) and django_database
+        ):
+            raise ConfigurationError(
+                f"sqlite store option 'django_database' must be a database alias, "
+                f"got {django_database!r}"
+            )
         if given:
             raise ConfigurationError(f"unknown sqlite store options: {', '.join(sorted(given))}")
         super().__init__(location, namespace=namespace)  # type: ignore[arg-type]
@@ -121,6 +135,9 @@ class SQLiteStore(SQLiteLimits, Store):
         self.synchronous = synchronous
         #: What ``store_factory`` (and anyone) needs to build a twin of this store.
         self.options: dict[str, object] = {"timeout": timeout, "synchronous": synchronous}
+        self.django_database = django_database
+        if django_database is not None:
+            self.options["django_database"] = django_database
         self._pool = ConnectionPool(self._connect)
 
     def __repr__(self) -> str:
@@ -171,7 +188,9 @@ class SQLiteStore(SQLiteLimits, Store):
             (ns, r.id, r.due, r.due, r.created, r.attempts, r.last_error, r.data, ns, r.id)
             for r in records
         ]
-        if rows:
+        if rows and self.django_database is not None:
+            enqueue_in_site_transaction(self.django_database, self.path, rows)
+        elif rows:
             with self._transaction() as conn:
                 conn.executemany(sql.ENQUEUE, rows)
 

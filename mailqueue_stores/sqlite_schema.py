@@ -21,7 +21,7 @@ __all__ = ["CLAIM", "SCHEMA_VERSION", "enable_wal", "ensure_schema"]
 
 SCHEMA_VERSION = 2  # 2: rate-limit buckets and connection slots
 
-_DDL = (
+DDL = (
     """CREATE TABLE IF NOT EXISTS mailqueue_meta (
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
@@ -68,6 +68,9 @@ _DDL = (
     )""",
 )
 
+SET_VERSION_IF_MISSING = (
+    "INSERT OR IGNORE INTO mailqueue_meta (key, value) VALUES ('schema_version', ?)"
+)
 _VERSION_TABLE = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'mailqueue_meta'"
 _VERSION = "SELECT value FROM mailqueue_meta WHERE key = 'schema_version'"
 
@@ -184,7 +187,7 @@ def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
                 f" mailqueue understands ({SCHEMA_VERSION}): upgrade mailqueue"
             )
         if version < SCHEMA_VERSION:
-            for statement in _DDL:
+            for statement in DDL:
                 conn.execute(statement)
             conn.execute(
                 "INSERT OR REPLACE INTO mailqueue_meta VALUES ('schema_version', ?)",

@@ -1,0 +1,58 @@
+"""Enqueue through the site's own database connection (the SQLite store's ``django_database``).
+
+When the queue lives in the site's SQLite database file, an enqueue made with
+Django's connection is part of the request's transaction: mail sent inside a
+transaction is stored when it commits and never when it rolls back, with no
+window between the commit and the enqueue. Everything else (claims, acks,
+the flusher) uses the store's own connections as usual.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from mailqueue_core.errors import ConfigurationError, StoreUnavailable
+from mailqueue_stores import sqlite_schema as sql
+
+__all__ = ["enqueue_in_site_transaction"]
+
+_HAS_QUEUE = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'mailqueue_queue'"
+
+
+def _connection(alias: str, path: str) -> Any:
+    from django.db import connections
+
+    try:
+        connection = connections[alias]
+    except Exception as exc:  # ConnectionDoesNotExist, or Django not configured
+        raise ConfigurationError(f"sqlite store: no Django database {alias!r}: {exc}") from exc
+    name = str(connection.settings_dict.get("NAME") or "")
+    if connection.vendor != "sqlite" or os.path.abspath(name) != path:
+        raise ConfigurationError(
+            f"sqlite store option django_database={alias!r} needs that database to be "
+            f"the SQLite file of the store ({path}); it is {connection.vendor} {name!r}"
+        )
+    return connection
+
+
+def enqueue_in_site_transaction(alias: str, path: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert ``rows`` (for ``sqlite_schema.ENQUEUE``) with Django's connection ``alias``."""
+    import sqlite3
+
+    from django.db import DatabaseError
+
+    connection = _connection(alias, path)
+    try:
+        with connection.cursor() as cursor:
+            # Looked at every time: tables created inside a transaction that
+            # rolled back are gone again. CREATE joins the transaction too.
+            cursor.execute(_HAS_QUEUE)
+            if cursor.fetchone() is None:
+                for statement in sql.DDL:
+                    cursor.execute(statement)
+                cursor.execute(sql.SET_VERSION_IF_MISSING, (str(sql.SCHEMA_VERSION),))
+            cursor.executemany(sql.ENQUEUE, rows)
+    except (DatabaseError, sqlite3.Error) as exc:
+        raise StoreUnavailable(f"sqlite store {path} (through {alias!r}): {exc}") from exc
