@@ -89,6 +89,22 @@ class Stats:
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def counted(
+        cls,
+        now: float,
+        *,
+        ready: int,
+        scheduled: int,
+        in_flight: int,
+        dead: int,
+        lost: int = 0,
+        oldest_created: float | None = None,
+    ) -> Stats:
+        """Stats from counts and the created time of the oldest ready message."""
+        age = None if oldest_created is None else max(0.0, now - oldest_created)
+        return cls(ready, scheduled, in_flight, dead, lost, age)
+
 
 class Store(abc.ABC):
     """A queue store. Subclasses MUST keep every promise written below.

@@ -154,12 +154,13 @@ class MemoryStore(Store):
                     created = entry.record.created
                     oldest = created if oldest is None else min(oldest, created)
             dead = len(self._q.dead)
-        return Stats(
+        return Stats.counted(
+            now,
             ready=ready,
             scheduled=scheduled,
             in_flight=in_flight,
             dead=dead,
-            oldest_ready_age=None if oldest is None else max(0.0, now - oldest),
+            oldest_created=oldest,
         )
 
     def dead_letters(self, limit: int | None = None) -> list[DeadLetter]:

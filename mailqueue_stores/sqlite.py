@@ -246,12 +246,13 @@ class SQLiteStore(SQLiteLimits, Store):
                 sql.STATS, {"now": now, "namespace": self.namespace}
             ).fetchone()
             (dead,) = conn.execute(sql.COUNT_DEAD, (self.namespace,)).fetchone()
-        return Stats(
+        return Stats.counted(
+            now,
             ready=ready,
             scheduled=scheduled,
             in_flight=in_flight,
             dead=dead,
-            oldest_ready_age=None if oldest is None else max(0.0, now - oldest),
+            oldest_created=oldest,
         )
 
     def dead_letters(self, limit: int | None = None) -> list[DeadLetter]:

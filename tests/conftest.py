@@ -29,6 +29,15 @@ def _fresh_stores():
 
 
 @pytest.fixture
+def smtp():
+    """A fresh SMTP server on loopback that records what it receives."""
+    from mailqueue_core.testing.smtpserver import FaultySMTPServer
+
+    with FaultySMTPServer() as server:
+        yield server
+
+
+@pytest.fixture
 def unused_tcp_port() -> int:
     """A loopback port that nothing listens on (for "server is down" tests)."""
     import socket

@@ -43,6 +43,18 @@ def delivered_counts(received: Sequence) -> collections.Counter:
     return counts
 
 
+def tally(label: str, total: int, received: Sequence) -> tuple[int, int]:
+    """(lost, duplicated) among ``total`` numbered mails; printed for the issue notes."""
+    counts = delivered_counts(received)
+    duplicates = sum(n - 1 for n in counts.values())
+    lost = total - len(counts)
+    print(
+        f"\n{label}: {total} messages, {len(counts)} delivered, "
+        f"{duplicates} duplicates, {lost} lost"
+    )
+    return lost, duplicates
+
+
 def flusher_command(store_url: str, smtp_port: int, *extra: str) -> list[str]:
     return [
         sys.executable,

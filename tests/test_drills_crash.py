@@ -18,10 +18,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from mailqueue_core.flusher import Flusher
 from mailqueue_core.plugins import make_store
@@ -36,12 +33,6 @@ KILLS = 20
 MESSAGES = 1000  # far more than 20 rounds use up (about 150), so every kill finds work
 BATCH = 10  # what one killed flusher can strand until its lease runs out
 LEASE = 300
-
-
-@pytest.fixture
-def smtp() -> Iterator[FaultySMTPServer]:
-    with FaultySMTPServer() as server:
-        yield server
 
 
 def crash_drill(label: str, url: str, smtp: FaultySMTPServer, directory: Path) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import signal
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,12 +36,6 @@ BATCH = 5  # the frozen flusher holds one message in hand and four more claims
 STALL = 1.5  # seconds the server holds the reply to the dot: the freeze lands inside it
 FROZEN_CONNECTION = 0  # the frozen flusher is the first client of the test's server
 FAR = 301  # the other flusher's clock is this far ahead: past any lease
-
-
-@pytest.fixture
-def smtp() -> Iterator[FaultySMTPServer]:
-    with FaultySMTPServer() as server:
-        yield server
 
 
 @pytest.fixture(params=["sqlite", "redis"])

@@ -9,27 +9,10 @@ from __future__ import annotations
 import time
 import uuid
 
-import pytest
-
 from mailqueue_core.flusher import Flusher
 from mailqueue_core.plugins import make_store
-from mailqueue_core.testing.smtpserver import FaultySMTPServer
 from mailqueue_transports.smtp import SMTPTransport
-from tests.drills import delivered_counts, finish, kill, queue_numbered, start_flushers
-
-
-@pytest.fixture
-def smtp():
-    with FaultySMTPServer() as server:
-        yield server
-
-
-def figures(label: str, total: int, received) -> tuple[int, int]:
-    counts = delivered_counts(received)
-    duplicates = sum(n - 1 for n in counts.values())
-    lost = total - len(counts)
-    print(f"\n{label}: {total} messages, {len(counts)} delivered, {duplicates} dup., {lost} lost")
-    return lost, duplicates
+from tests.drills import finish, kill, queue_numbered, start_flushers, tally
 
 
 def test_three_flushers_deliver_2000_exactly_once(memcached_server, smtp):
@@ -37,7 +20,7 @@ def test_three_flushers_deliver_2000_exactly_once(memcached_server, smtp):
     queue_numbered(url, 2000)
     results = finish(start_flushers(url, smtp.port, 3), timeout=600)
     assert [code for code, _ in results] == [0, 0, 0], results
-    assert figures("memcached, 3 flushers", 2000, smtp.messages) == (0, 0)
+    assert tally("memcached, 3 flushers", 2000, smtp.messages) == (0, 0)
     with make_store(url) as store:
         stats = store.stats(time.time())
     assert (stats.ready, stats.in_flight, stats.dead, stats.lost) == (0, 0, 0, 0)
@@ -57,6 +40,6 @@ def test_flusher_killed_mid_batch_loses_nothing(memcached_server, smtp):
         assert held > 0  # its claims come back when their leases expire
         transport = SMTPTransport(f"smtp://127.0.0.1:{smtp.port}")
         Flusher(store, transport, clock=lambda: time.time() + 301).flush()
-    lost, duplicates = figures(f"memcached, SIGKILL with {held} claimed", total, smtp.messages)
+    lost, duplicates = tally(f"memcached, SIGKILL with {held} claimed", total, smtp.messages)
     assert lost == 0
     assert duplicates <= 1

@@ -10,32 +10,12 @@ from __future__ import annotations
 import time
 import uuid
 
-import pytest
-
 from mailqueue_core.flusher import Flusher
 from mailqueue_core.plugins import make_store
-from mailqueue_core.testing.smtpserver import FaultySMTPServer
 from mailqueue_transports.smtp import SMTPTransport
-from tests.drills import delivered_counts, finish, kill, queue_numbered, start_flushers
+from tests.drills import finish, kill, queue_numbered, start_flushers, tally
 
 LEASE = 300
-
-
-@pytest.fixture
-def smtp():
-    with FaultySMTPServer() as server:
-        yield server
-
-
-def figures(label: str, total: int, received) -> tuple[int, int]:
-    counts = delivered_counts(received)
-    duplicates = sum(n - 1 for n in counts.values())
-    lost = total - len(counts)
-    print(
-        f"\n{label}: {total} messages, {len(counts)} delivered, "
-        f"{duplicates} duplicates, {lost} lost"
-    )
-    return lost, duplicates
 
 
 def drain_past_leases(url: str, smtp) -> None:
@@ -56,7 +36,7 @@ def test_four_flushers_deliver_10000_exactly_once(redis_server, smtp):
     queue_numbered(url, 10_000)
     results = finish(start_flushers(url, smtp.port, 4), timeout=600)
     assert [code for code, _ in results] == [0, 0, 0, 0], results
-    assert figures("redis, 4 flushers", 10_000, smtp.messages) == (0, 0)
+    assert tally("redis, 4 flushers", 10_000, smtp.messages) == (0, 0)
     stats = make_store(url).stats(time.time())
     assert (stats.ready, stats.scheduled, stats.in_flight, stats.dead) == (0, 0, 0, 0)
 
@@ -74,7 +54,7 @@ def test_one_of_four_flushers_killed_loses_nothing(redis_server, smtp):
     held = make_store(url).stats(time.time()).in_flight
     assert held > 0  # what the killed flusher held comes back by lease expiry
     drain_past_leases(url, smtp)
-    lost, duplicates = figures(f"redis, SIGKILL of 1 of 4 ({held} held)", total, smtp.messages)
+    lost, duplicates = tally(f"redis, SIGKILL of 1 of 4 ({held} held)", total, smtp.messages)
     assert lost == 0
     assert duplicates <= 1  # only the message the killed flusher had in hand
 
@@ -87,7 +67,7 @@ def test_redis_restarted_between_enqueue_and_flush(redis_server_factory, smtp):
     server.start()
     results = finish(start_flushers(url, smtp.port, 1))
     assert results[0][0] == 0, results
-    assert figures("redis restarted before flush", 500, smtp.messages) == (0, 0)
+    assert tally("redis restarted before flush", 500, smtp.messages) == (0, 0)
 
 
 def test_redis_killed_mid_flush_exits_non_zero_then_loses_nothing(redis_server_factory, smtp):
@@ -105,6 +85,6 @@ def test_redis_killed_mid_flush_exits_non_zero_then_loses_nothing(redis_server_f
     smtp.clear_faults()
     server.start()
     drain_past_leases(url, smtp)
-    lost, duplicates = figures("redis killed mid-flush, then back", total, smtp.messages)
+    lost, duplicates = tally("redis killed mid-flush, then back", total, smtp.messages)
     assert lost == 0
     assert duplicates <= 1

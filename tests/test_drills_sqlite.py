@@ -8,19 +8,10 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from mailqueue_core.flusher import Flusher
 from mailqueue_core.plugins import make_store
-from mailqueue_core.testing.smtpserver import FaultySMTPServer
 from mailqueue_transports.smtp import SMTPTransport
-from tests.drills import delivered_counts, finish, kill, queue_numbered, start_flushers
-
-
-@pytest.fixture
-def smtp():
-    with FaultySMTPServer() as server:
-        yield server
+from tests.drills import finish, kill, queue_numbered, start_flushers, tally
 
 
 def test_four_flushers_deliver_each_of_2000_exactly_once(tmp_path, smtp):
@@ -28,15 +19,9 @@ def test_four_flushers_deliver_each_of_2000_exactly_once(tmp_path, smtp):
     queue_numbered(url, 2000)
     results = finish(start_flushers(url, smtp.port, 4))
     assert [code for code, _ in results] == [0, 0, 0, 0], results
-    counts = delivered_counts(smtp.messages)
-    duplicates = sum(n - 1 for n in counts.values())
-    lost = 2000 - len(counts)
-    print(
-        f"\nsqlite, 4 flushers: 2000 messages, {len(counts)} delivered, "
-        f"{duplicates} duplicates, {lost} lost"
-    )
-    assert (lost, duplicates) == (0, 0)
-    stats = make_store(url).stats(time.time())
+    assert tally("sqlite, 4 flushers", 2000, smtp.messages) == (0, 0)
+    with make_store(url) as store:
+        stats = store.stats(time.time())
     assert (stats.ready, stats.in_flight, stats.dead) == (0, 0, 0)
 
 
@@ -50,18 +35,13 @@ def test_flusher_killed_mid_batch_loses_nothing(tmp_path, smtp):
     kill(process)
     smtp.clear_faults()
     before = len(smtp.messages)
-    store = make_store(url)
-    held = store.stats(time.time()).in_flight
-    assert held > 0  # the killed flusher held claims: they come back by lease expiry
-    # A second flush, its clock past the dead flusher's lease (300 s): no sleeping.
-    transport = SMTPTransport(f"smtp://127.0.0.1:{smtp.port}")
-    Flusher(store, transport, clock=lambda: time.time() + 301).flush()
-    counts = delivered_counts(smtp.messages)
-    duplicates = sum(n - 1 for n in counts.values())
-    lost = total - len(counts)
-    print(
-        f"\nsqlite, SIGKILL after {before} delivered with {held} claimed: {total} messages, "
-        f"{len(counts)} delivered, {duplicates} duplicates, {lost} lost"
-    )
+    with make_store(url) as store:
+        held = store.stats(time.time()).in_flight
+        assert held > 0  # the killed flusher held claims: they come back by lease expiry
+        # A second flush, its clock past the dead flusher's lease (300 s): no sleeping.
+        transport = SMTPTransport(f"smtp://127.0.0.1:{smtp.port}")
+        Flusher(store, transport, clock=lambda: time.time() + 301).flush()
+    label = f"sqlite, SIGKILL after {before} delivered with {held} claimed"
+    lost, duplicates = tally(label, total, smtp.messages)
     assert lost == 0
     assert duplicates <= 1  # at most the one message in hand when it died

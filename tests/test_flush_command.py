@@ -9,17 +9,8 @@ import sys
 import time
 import uuid
 
-import pytest
-
 from mailqueue_core.plugins import make_store
-from mailqueue_core.testing.smtpserver import FaultySMTPServer
 from tests.drills import delivered_counts, flusher_command, queue_numbered
-
-
-@pytest.fixture
-def smtp():
-    with FaultySMTPServer() as server:
-        yield server
 
 
 def run(command: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
