@@ -151,10 +151,14 @@ class Store(abc.ABC):
     def fetch_due(self, now: float, limit: int, lease: float) -> list[Claim]:
         """Atomically claim up to ``limit`` records with ``due <= now``.
 
-        Claims come in due order. A record held by a lease that has not expired
-        (``expires > now``) MUST NOT be returned; one whose lease expired MUST be
-        claimable again (no reaper process may be needed for that). Each claim
-        gets a fresh token and ``expires = now + lease``. Two callers running
+        Records waiting since they were enqueued, requeued, released or
+        revived MUST come in due order, none passed over for a later one. A
+        record held by a lease that has not expired (``expires > now``) MUST
+        NOT be returned; one whose lease expired MUST be claimable again (no
+        reaper process may be needed for that), and MAY come before waiting
+        records. A claim's ``record.due`` is the due time the record had
+        before it was first claimed. Each claim gets a fresh token and
+        ``expires = now + lease``. Two callers running
         at once MUST receive disjoint records. The cost MUST NOT grow with
         the number of records that are not due.
         """
