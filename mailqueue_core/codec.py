@@ -158,7 +158,7 @@ def _str_list(doc: dict[str, Any], key: str) -> list[str]:
 
 def _decode_content(doc: dict[str, Any]) -> str | bytes:
     if "text" in doc:
-        return _str(doc, "text")  # type: ignore[no-any-return]
+        return _str(doc, "text")
     return base64.b64decode(_str(doc, "b64"), validate=True)
 
 

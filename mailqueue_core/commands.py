@@ -449,7 +449,7 @@ def _dead(
     finally:
         store.close()
     now = time.time()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for letter in letters:
         record = letter.record
         recipients: list[str] = []

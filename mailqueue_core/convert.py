@@ -64,8 +64,17 @@ _RENDER_METHODS = (
 )  # fmt: skip
 
 
-@functools.lru_cache(maxsize=64)
+_RENDERS_ITSELF: dict[type, bool] = {}
+
+
 def _renders_itself(cls: type) -> bool:
+    known = _RENDERS_ITSELF.get(cls)
+    if known is None:
+        known = _RENDERS_ITSELF[cls] = _overrides_rendering(cls)
+    return known
+
+
+def _overrides_rendering(cls: type) -> bool:
     return any(
         getattr(cls, name, None)
         not in (getattr(EmailMessage, name, None), getattr(EmailMultiAlternatives, name, None))
@@ -95,7 +104,7 @@ def _address_preparer() -> Any:
 
 def envelope_address(address: str, encoding: str) -> str:
     """``address`` as Django's SMTP backend puts it in MAIL FROM / RCPT TO."""
-    return _address_preparer()(address, encoding)  # type: ignore[no-any-return]
+    return _address_preparer()(address, encoding)
 
 
 def _date_header() -> str:
@@ -126,7 +135,7 @@ def _fixed_headers(extra_headers: dict[str, Any]) -> dict[str, str]:
 def _wire_bytes(message: EmailMessage) -> bytes:
     """The bytes Django's SMTP backend would send for ``message``."""
     if _MODERN:
-        return message.message(policy=email.policy.SMTP).as_bytes()  # type: ignore[call-arg]
+        return message.message(policy=email.policy.SMTP).as_bytes()
     return message.message().as_bytes(linesep="\r\n")
 
 

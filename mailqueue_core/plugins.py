@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import importlib.metadata
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from stevedore import DriverManager
 from stevedore.exception import NoMatches
@@ -67,7 +67,7 @@ def load_plugin_class(namespace: str, name: str, setting: str) -> type:
             f"{setting}: no {namespace.split('.')[-1][:-1]} named {name!r} is installed. "
             f"Installed: {', '.join(names) or 'none'}.{hint}"
         ) from None
-    return manager.driver  # type: ignore[no-any-return]
+    return cast(type, manager.driver)
 
 
 def split_spec(spec: Any, setting: str) -> tuple[str, str, dict[str, Any]]:

@@ -105,7 +105,7 @@ class DjangoTransport(Transport):
 
     def _build(self) -> Any:
         if self.mailer:
-            from django.core.mail import mailers  # type: ignore[attr-defined]
+            from django.core.mail import mailers
 
             return mailers[self.mailer]
         return self.backend_class(**self.options)

@@ -128,11 +128,9 @@ class SMTPTransport(Transport):
         port = conf["port"] or (465 if self.use_ssl else 25)
         try:
             self.port = int(port)
-            self.timeout = None if conf["timeout"] is None else float(conf["timeout"])
+            self.timeout: float = 30.0 if conf["timeout"] is None else float(conf["timeout"])
         except (TypeError, ValueError) as exc:
             raise ConfigurationError(f"smtp: bad port or timeout: {exc}") from None
-        if self.timeout is None:
-            self.timeout = 30.0
         self.username = str(conf["username"] or "")
         self.password = str(conf["password"] or "")
         self.verify = parse_bool(conf["verify"], "verify")

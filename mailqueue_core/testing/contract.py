@@ -26,7 +26,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -67,7 +67,7 @@ class StoreContract:
         raise NotImplementedError("a StoreContract subclass must provide a 'store' fixture")
 
     @pytest.fixture
-    def store_factory(self, store: Store) -> Callable[..., Store]:
+    def store_factory(self, store: Store) -> Iterator[Callable[..., Store]]:
         made: list[Store] = []
 
         def factory(namespace: str | None = None) -> Store:
@@ -169,8 +169,8 @@ class StoreContract:
         assert claims[second.id].record.due == pytest.approx(now - 10, abs=1e-3)
         store.release(claims[first.id])
         store.release(claims[second.id])
-        claims = store.fetch_due(now + LEASE + 1, 2, LEASE)
-        assert [c.id for c in claims] == [first.id, second.id]
+        again = store.fetch_due(now + LEASE + 1, 2, LEASE)
+        assert [c.id for c in again] == [first.id, second.id]
 
     def test_expired_lease_counts_as_ready(self, store: Store, now: float) -> None:
         store.enqueue([make_record(now)])

@@ -185,7 +185,7 @@ class FaultySession(SMTP):
 
     def abort(self) -> None:
         if self.transport is not None:
-            self.transport.abort()
+            self.transport.abort()  # type: ignore[attr-defined]  # a Transport, typed as its base
 
     @property
     def tls(self) -> bool:
@@ -199,7 +199,7 @@ class FaultySession(SMTP):
         if graceful:
             self.transport.close()
         else:
-            self.transport.abort()
+            self.transport.abort()  # type: ignore[attr-defined]
         await self.loop.create_future()
         raise AssertionError("unreachable: the session task is cancelled")  # pragma: no cover
 
