@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from mailqueue_core.errors import ConfigurationError
+from mailqueue_core.errors import ConfigurationError, reject_unknown_keys
 from mailqueue_core.policy import RetryPolicy
 from mailqueue_core.ratelimit import RateLimit
 
@@ -68,12 +68,7 @@ class Config:
             )
         if not isinstance(settings, Mapping):
             raise ConfigurationError(f"MAILQUEUE must be a dict, got {type(settings).__name__}")
-        unknown = set(settings) - set(DEFAULTS)
-        if unknown:
-            raise ConfigurationError(
-                f"MAILQUEUE has unknown key(s): {', '.join(sorted(map(str, unknown)))}. "
-                f"Known keys: {', '.join(DEFAULTS)}"
-            )
+        reject_unknown_keys("MAILQUEUE", settings, DEFAULTS)
         merged = {**DEFAULTS, **settings}
         if not merged["STORE"]:
             raise ConfigurationError(
@@ -87,12 +82,7 @@ class Config:
         retry = merged["RETRY"]
         if not isinstance(retry, Mapping):
             raise ConfigurationError(f"MAILQUEUE['RETRY'] must be a dict, got {retry!r}")
-        bad = set(retry) - set(_RETRY_KEYS)
-        if bad:
-            raise ConfigurationError(
-                f"MAILQUEUE['RETRY'] has unknown key(s): {', '.join(sorted(map(str, bad)))}. "
-                f"Known keys: {', '.join(_RETRY_KEYS)}"
-            )
+        reject_unknown_keys("MAILQUEUE['RETRY']", retry, _RETRY_KEYS)
         retry = {**DEFAULTS["RETRY"], **retry}
         max_age = _number(merged, "MAX_AGE")
         try:

@@ -21,6 +21,7 @@ from mailqueue_core.store import Store
 __all__ = ["get_config", "get_store", "reset"]
 
 _stores: dict[tuple[str, str], Store] = {}
+_configs: dict[str, Config] = {}
 _lock = threading.Lock()
 
 
@@ -42,13 +43,19 @@ def get_config(overrides: dict[str, Any] | None = None) -> Config:
     The backend and the management command read the same merge, so mail
     queued through a mailer is found by ``manage.py mailqueue flush``.
     """
-    raw = getattr(settings, "MAILQUEUE", None)
-    mailer = _mailer_options()
-    if mailer:
-        raw = {**(raw or {}), **mailer}
-    if overrides:
-        raw = {**(raw or {}), **overrides}
-    return Config.from_settings(raw)
+    # Read once per process (and again when the settings change): Django builds
+    # a backend for every send_mail(), inside the web request.
+    key = json.dumps(overrides, sort_keys=True, default=repr) if overrides else ""
+    config = _configs.get(key)
+    if config is None:
+        raw = getattr(settings, "MAILQUEUE", None)
+        mailer = _mailer_options()
+        if mailer:
+            raw = {**(raw or {}), **mailer}
+        if overrides:
+            raw = {**(raw or {}), **overrides}
+        config = _configs[key] = Config.from_settings(raw)
+    return config
 
 
 def get_store(spec: Any, namespace: str, setting: str = "STORE") -> Store:
@@ -65,12 +72,13 @@ def get_store(spec: Any, namespace: str, setting: str = "STORE") -> Store:
 
 
 def reset(**kwargs: Any) -> None:
-    """Forget built stores (settings changed, or a test wants a clean slate)."""
+    """Forget built stores and configs (settings changed, or a test wants a clean slate)."""
     if kwargs.get("setting") not in (None, "MAILQUEUE", "MAILERS"):
         return
     with _lock:
         stores = list(_stores.values())
         _stores.clear()
+        _configs.clear()
     for store in stores:
         store.close()
 

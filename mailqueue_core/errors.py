@@ -21,6 +21,8 @@ purpose, so that no catch-all in the flusher can swallow a bad setting::
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.core.exceptions import ImproperlyConfigured
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "TransientError",
+    "reject_unknown_keys",
 ]
 
 
@@ -103,3 +106,14 @@ class PermanentError(DeliveryError):
 
 class ConfigurationError(ImproperlyConfigured):
     """A setting, URL or option is wrong. Raised at startup, never swallowed."""
+
+
+def reject_unknown_keys(setting: str, given: Iterable[object], known: Iterable[str]) -> None:
+    """Raise a ConfigurationError naming the keys of ``given`` that are not ``known``."""
+    known = list(known)
+    unknown = set(given) - set(known)
+    if unknown:
+        raise ConfigurationError(
+            f"{setting} has unknown key(s): {', '.join(sorted(map(str, unknown)))}. "
+            f"Known keys: {', '.join(known)}"
+        )

@@ -18,7 +18,7 @@ from typing import Any, cast
 from stevedore import DriverManager
 from stevedore.exception import NoMatches
 
-from mailqueue_core.errors import ConfigurationError
+from mailqueue_core.errors import ConfigurationError, reject_unknown_keys
 from mailqueue_core.store import Store
 from mailqueue_core.transport import Transport
 from mailqueue_core.urls import plugin_name, redact
@@ -74,12 +74,7 @@ def split_spec(spec: Any, setting: str) -> tuple[str, str, dict[str, Any]]:
     """(plugin name, location, options) from a name, a URL or a NAME/OPTIONS dict."""
     options: dict[str, Any] = {}
     if isinstance(spec, Mapping):
-        unknown = set(spec) - {"NAME", "OPTIONS"}
-        if unknown:
-            raise ConfigurationError(
-                f"{setting}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; "
-                "expected NAME and OPTIONS"
-            )
+        reject_unknown_keys(setting, spec, ("NAME", "OPTIONS"))
         if "NAME" not in spec:
             raise ConfigurationError(f"{setting}: NAME is required")
         raw_options = spec.get("OPTIONS") or {}

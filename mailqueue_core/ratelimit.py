@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from mailqueue_core.errors import ConfigurationError
+from mailqueue_core.errors import ConfigurationError, reject_unknown_keys
 from mailqueue_core.message import QueuedMessage
 
 __all__ = ["Limits", "LocalLimits", "RateLimit", "RateLimiter", "parse_rate"]
@@ -67,12 +67,7 @@ class RateLimit:
         name = "MAILQUEUE['RATE_LIMIT']"
         if not isinstance(value, Mapping):
             raise ConfigurationError(f"{name} must be a dict, got {value!r}")
-        unknown = set(value) - {"MESSAGES", "BURST", "DOMAINS", "CONNECTIONS"}
-        if unknown:
-            raise ConfigurationError(
-                f"{name} has unknown key(s): {', '.join(sorted(map(str, unknown)))}. "
-                "Known keys: MESSAGES, BURST, DOMAINS, CONNECTIONS"
-            )
+        reject_unknown_keys(name, value, ("MESSAGES", "BURST", "DOMAINS", "CONNECTIONS"))
         burst = value.get("BURST")
         if burst is not None and (
             isinstance(burst, bool) or not isinstance(burst, (int, float)) or burst < 1
