@@ -27,7 +27,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.viewcode",
     "mailqueue_settings",
-    "plugin_docstrings",  # loads stevedore.sphinxext (the list-plugins directive)
+    "plugin_docstrings",  # the mailqueue-plugins directive
 ]
 
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]

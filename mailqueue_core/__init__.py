@@ -2,11 +2,17 @@
 
 The engine: messages, the store and transport contracts, the retry policy and
 the flusher. It needs no Django project to import.
+
+Public names: the store contract (:class:`Store` and the values it passes:
+:class:`Record`, :class:`Claim`, :class:`DeadLetter`, :class:`Stats`), the
+transport contract (:class:`Transport`, :class:`Delivery`), the message
+(:class:`QueuedMessage`) and the error tree of :mod:`mailqueue_core.errors`.
 """
 
 from mailqueue_core.errors import (
     CodecError,
     ConfigurationError,
+    ConnectError,
     DeliveryError,
     LeaseLost,
     MailQueueError,
@@ -17,18 +23,23 @@ from mailqueue_core.errors import (
     StoreUnavailable,
     TransientError,
 )
+from mailqueue_core.message import QueuedMessage
 from mailqueue_core.store import Claim, DeadLetter, Record, Stats, Store
+from mailqueue_core.transport import Delivery, Transport
 
 __all__ = [
     "Claim",
     "CodecError",
     "ConfigurationError",
+    "ConnectError",
     "DeadLetter",
+    "Delivery",
     "DeliveryError",
     "LeaseLost",
     "MailQueueError",
     "MessageTooLarge",
     "PermanentError",
+    "QueuedMessage",
     "Record",
     "SessionError",
     "Stats",
@@ -36,4 +47,5 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "TransientError",
+    "Transport",
 ]

@@ -1,13 +1,27 @@
-"""System checks: a bad ``MAILQUEUE`` is reported at startup, saying what to change."""
+"""System checks: a bad ``MAILQUEUE`` is reported at startup, saying what to change.
+
+Every message passes through :func:`~mailqueue_core.urls.redact`: ``manage.py check``
+output lands in CI logs and terminals, and never shows a password.
+
+``check_stores`` asks each store's server whether it can keep the queue's promises
+(:meth:`~mailqueue_core.store.Store.verify`). It talks to the server, so it runs with
+``manage.py check --deploy`` only (see :doc:`/troubleshooting` for the measured cost):
+every ``runserver`` reload and most management commands run the default checks.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import Error, Warning, register
+from django.core.checks import CheckMessage, Error, Warning, register
+from django.utils.module_loading import import_string
 
-from mailqueue_core.errors import ConfigurationError
+from mailqueue_core.errors import ConfigurationError, StoreUnavailable
+from mailqueue_core.urls import redact
+
+_REPORTER_FILTER = "mailqueue_core.reporting.SafeExceptionReporterFilter"
 
 
 def _uses_queue() -> bool:
@@ -30,7 +44,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     try:
         config = get_config()
     except ConfigurationError as exc:
-        return [Error(str(exc), hint="Fix the MAILQUEUE setting.", id="mailqueue.E001")]
+        return [Error(redact(str(exc)), hint="Fix the MAILQUEUE setting.", id="mailqueue.E001")]
     messages: list[Any] = []
     for key, spec in (("STORE", config.store), ("FALLBACK_STORE", config.fallback_store)):
         if spec is None:
@@ -40,7 +54,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             # Building a store checks its URL and options; stores connect lazily.
             make_store(spec, namespace=config.namespace, setting=f"MAILQUEUE['{key}']").close()
         except ConfigurationError as exc:
-            messages.append(Error(str(exc), id="mailqueue.E002"))
+            messages.append(Error(redact(str(exc)), id="mailqueue.E002"))
             continue
         if name == "memory" and key == "STORE":
             messages.append(
@@ -56,7 +70,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     try:
         make_routes(config.transport, config.transports).close()
     except ConfigurationError as exc:
-        messages.append(Error(str(exc), id="mailqueue.E003"))
+        messages.append(Error(redact(str(exc)), id="mailqueue.E003"))
     if config.on_commit is not None and config.fallback_store is None:
         messages.append(
             Warning(
@@ -76,4 +90,112 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="mailqueue.W002",
             )
         )
+    return messages
+
+
+def _strings(value: Any, where: str) -> Iterator[tuple[str, str]]:
+    """(setting path, string) for every string in a nested settings value."""
+    if isinstance(value, str):
+        yield where, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, f"{where}[{key!r}]")
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield from _strings(item, f"{where}[{i}]")
+
+
+@register("mailqueue")
+def check_reporter_filter(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Warn when an error page or ADMINS mail would show a password of a queue URL."""
+    if getattr(settings, "MAILQUEUE", None) is None and not _uses_queue():
+        return []
+    watched = {
+        name: getattr(settings, name, None)
+        for name in ("MAILQUEUE", "MAILERS")
+        if getattr(settings, name, None) is not None
+    }
+    holding = [
+        where
+        for name, value in watched.items()
+        for where, text in _strings(value, name)
+        if redact(text) != text
+    ]
+    if not holding:
+        return []
+    path = settings.DEFAULT_EXCEPTION_REPORTER_FILTER
+    try:
+        reporter_filter = import_string(path)()
+    except ImportError:
+        return []  # Django reports a bad DEFAULT_EXCEPTION_REPORTER_FILTER where it is used
+    # Judge the filter by what it shows, so that any filter that hides the password passes.
+    shown = repr([reporter_filter.cleanse_setting(name, v) for name, v in watched.items()])
+    if redact(shown) == shown:
+        return []
+    return [
+        Warning(
+            f"{', '.join(holding)} "
+            f"{'hold URLs' if len(holding) > 1 else 'holds a URL'} with a password, and "
+            f"DEFAULT_EXCEPTION_REPORTER_FILTER ({path}) shows it on Django's error pages "
+            "and in the error mails sent to ADMINS.",
+            hint=f"Set DEFAULT_EXCEPTION_REPORTER_FILTER = '{_REPORTER_FILTER}', or give the "
+            "password in OPTIONS under a key named like 'password' (Django hides those), "
+            "not in the URL.",
+            id="mailqueue.W004",
+        )
+    ]
+
+
+def _split_fix(text: str) -> tuple[str, str | None]:
+    """A store's "what is wrong. Fix: what to do" as (message, hint)."""
+    what, sep, fix = text.partition(" Fix: ")
+    return (what, fix) if sep else (text, None)
+
+
+@register("mailqueue", deploy=True)
+def check_stores(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Ask each store's server whether it can keep the queue's promises (``--deploy``)."""
+    from mailqueue_core.django_settings import get_config
+    from mailqueue_core.plugins import make_store
+
+    if getattr(settings, "MAILQUEUE", None) is None and not _uses_queue():
+        return []
+    try:
+        config = get_config()
+    except ConfigurationError:
+        return []  # mailqueue.E001 says why
+    messages: list[CheckMessage] = []
+    for key, spec in (("STORE", config.store), ("FALLBACK_STORE", config.fallback_store)):
+        if spec is None:
+            continue
+        setting = f"MAILQUEUE['{key}']"
+        try:
+            store = make_store(spec, namespace=config.namespace, setting=setting)
+        except ConfigurationError:
+            continue  # mailqueue.E002 says why
+        try:
+            store.verify()
+        except ConfigurationError as exc:
+            what, fix = _split_fix(redact(str(exc)))
+            messages.append(
+                Error(
+                    f"{setting}: {what}",
+                    hint=fix
+                    or "The store's server cannot keep the queue's promises as it "
+                    "is set up: change what the message names.",
+                    id="mailqueue.E004",
+                )
+            )
+        except StoreUnavailable as exc:
+            messages.append(
+                Warning(
+                    f"{setting} cannot be reached, so whether its server can keep the "
+                    f"queue's promises is unknown: {redact(str(exc))}",
+                    hint="Run 'manage.py check --deploy' where the store is reachable; "
+                    "a flusher checks it again when it starts.",
+                    id="mailqueue.W005",
+                )
+            )
+        finally:
+            store.close()
     return messages

@@ -15,6 +15,7 @@ from typing import Any
 from mailqueue_core.errors import ConfigurationError, reject_unknown_keys
 from mailqueue_core.policy import RetryPolicy
 from mailqueue_core.ratelimit import RateLimit
+from mailqueue_core.urls import redact_value
 
 __all__ = ["DEFAULTS", "Config"]
 
@@ -58,6 +59,14 @@ class Config:
     on_commit: str | None = None
     """The database alias whose transaction commit enqueues the mail, or None."""
     rate_limit: RateLimit | None = None
+
+    def __repr__(self) -> str:
+        # Shown in tracebacks' local variables (Django's error pages and ADMINS mails):
+        # the store and transport URLs may hold passwords, their OPTIONS too.
+        fields = ", ".join(
+            f"{f.name}={redact_value(getattr(self, f.name))!r}" for f in dataclasses.fields(self)
+        )
+        return f"Config({fields})"
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any] | None) -> Config:

@@ -11,7 +11,9 @@ purpose, so that no catch-all in the flusher can swallow a bad setting::
     |   +-- MessageTooLarge         (also ValueError) a record over a size limit
     +-- CodecError                  (also ValueError) a record cannot be decoded
     +-- DeliveryError               a transport failed to deliver
-        +-- TransientError          try again later (4xx, refused, timeout...)
+        +-- TransientError          try again later (4xx to the message)
+        |   +-- ConnectError        the server cannot be reached (refused, timeout,
+        |   |                       DNS): defer the batch, each under MAX_AGE
         |   +-- SessionError        the session itself failed (AUTH, STARTTLS,
         |                           greeting, 421): defer the batch, bury nothing
         +-- PermanentError          will never succeed (5xx to the message)
@@ -70,8 +72,8 @@ class DeliveryError(MailQueueError):
     """A transport failed to deliver a message.
 
     ``code`` is the SMTP reply code (or a provider's status) when there is one.
-    ``recipients`` maps refused recipients to ``(code, reply)`` when the failure
-    concerns only some of them.
+    Recipients refused while others were accepted are not errors: they are in
+    :attr:`mailqueue_core.transport.Delivery.refused`, each with its own error.
     """
 
     def __init__(self, message: str, *, code: int | None = None) -> None:

@@ -21,7 +21,7 @@ from stevedore.exception import NoMatches
 from mailqueue_core.errors import ConfigurationError, reject_unknown_keys
 from mailqueue_core.store import Store
 from mailqueue_core.transport import Transport
-from mailqueue_core.urls import plugin_name, redact
+from mailqueue_core.urls import plugin_name, redact, redact_value
 
 __all__ = [
     "STORES",
@@ -45,9 +45,11 @@ def installed(namespace: str) -> list[str]:
 
 def _raise_load_failure(manager: Any, entrypoint: Any, exc: BaseException) -> None:
     raise ConfigurationError(
-        f"the plugin {entrypoint.name!r} ({entrypoint.value}) failed to load: "
-        f"{type(exc).__name__}: {exc}"
-    ) from exc
+        redact(
+            f"the plugin {entrypoint.name!r} ({entrypoint.value}) failed to load: "
+            f"{type(exc).__name__}: {exc}"
+        )
+    ) from _cause(exc)
 
 
 def load_plugin_class(namespace: str, name: str, setting: str) -> type:
@@ -70,6 +72,28 @@ def load_plugin_class(namespace: str, name: str, setting: str) -> type:
     return cast(type, manager.driver)
 
 
+def _redacted(text: str) -> ConfigurationError:
+    """A plugin's error without the passwords of URLs in it.
+
+    A third party's plugin may quote its URL as it was given; so may Python's own
+    errors. The original is chained only when it holds no password (:func:`_cause`).
+    """
+    return ConfigurationError(redact(text))
+
+
+def _cause(exc: BaseException) -> BaseException | None:
+    """``exc`` to chain, or None when it or what it chains holds a password.
+
+    A traceback prints each chained exception's message.
+    """
+    link: BaseException | None = exc
+    while link is not None:
+        if redact(str(link)) != str(link):
+            return None
+        link = link.__cause__ or link.__context__
+    return exc
+
+
 def split_spec(spec: Any, setting: str) -> tuple[str, str, dict[str, Any]]:
     """(plugin name, location, options) from a name, a URL or a NAME/OPTIONS dict."""
     options: dict[str, Any] = {}
@@ -84,7 +108,7 @@ def split_spec(spec: Any, setting: str) -> tuple[str, str, dict[str, Any]]:
         spec = spec["NAME"]
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigurationError(
-            f"{setting} must be a name, a URL or a dict with NAME, got {spec!r}"
+            f"{setting} must be a name, a URL or a dict with NAME, got {redact_value(spec)!r}"
         )
     spec = spec.strip()
     name = plugin_name(spec)
@@ -102,9 +126,9 @@ def make_store(spec: Any, *, namespace: str | None = None, setting: str = "STORE
     try:
         store = cls(location, **options)
     except ConfigurationError as exc:
-        raise ConfigurationError(f"{setting}: {exc}") from exc
+        raise _redacted(f"{setting}: {exc}") from _cause(exc)
     except TypeError as exc:
-        raise ConfigurationError(f"{setting}: bad options for store {name!r}: {exc}") from exc
+        raise _redacted(f"{setting}: bad options for store {name!r}: {exc}") from _cause(exc)
     if not isinstance(store, Store):
         raise ConfigurationError(f"{setting}: {name!r} is not a mailqueue Store")
     return store
@@ -125,11 +149,11 @@ def make_transport(spec: Any, *, setting: str = "TRANSPORT") -> Transport:
     try:
         transport = cls(location, **options)
     except ConfigurationError as exc:
-        raise ConfigurationError(f"{setting}: {exc}") from exc
+        raise _redacted(f"{setting}: {exc}") from _cause(exc)
     except TypeError as exc:
-        raise ConfigurationError(
-            f"{setting}: bad options for transport {name!r} ({redact(location)}): {exc}"
-        ) from exc
+        raise _redacted(
+            f"{setting}: bad options for transport {name!r} ({location}): {exc}"
+        ) from _cause(exc)
     if not isinstance(transport, Transport):
         raise ConfigurationError(f"{setting}: {name!r} is not a mailqueue Transport")
     return transport

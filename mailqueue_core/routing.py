@@ -14,16 +14,16 @@ header or the ``mailqueue_transport`` attribute), or through the default.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 
 from mailqueue_core.errors import ConnectError, SessionError, TransientError
 from mailqueue_core.message import QueuedMessage
+from mailqueue_core.text import get_logger
 from mailqueue_core.transport import Delivery, Transport
 
 __all__ = ["FailoverTransport", "RoutingTransport"]
 
-logger = logging.getLogger("mailqueue.routing")
+logger = get_logger("mailqueue.routing")
 
 
 class FailoverTransport(Transport):

@@ -12,13 +12,13 @@ addresses); the flusher's also carry the outcome:
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from django.dispatch import Signal
 
 from mailqueue_core.flusher import FlushListener
 from mailqueue_core.message import QueuedMessage
+from mailqueue_core.text import get_logger
 from mailqueue_core.transport import Delivery
 
 __all__ = [
@@ -29,7 +29,7 @@ __all__ = [
     "message_sent",
 ]
 
-logger = logging.getLogger("mailqueue.signals")
+logger = get_logger("mailqueue.signals")
 
 message_queued = Signal()
 message_sent = Signal()

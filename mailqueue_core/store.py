@@ -37,6 +37,11 @@ class Record:
     due: float
     attempts: int = 0
     last_error: str | None = None
+    damage: str | None = None
+    """Set on a claimed record the store could not read whole (a field missing
+    or of the wrong type): what is wrong with it. The fields that could be read
+    are filled in, the rest hold placeholders (``data`` is then ``b""``). The
+    flusher buries such a claim with this reason; it never tries to send it."""
 
     @property
     def size(self) -> int:
@@ -82,9 +87,13 @@ class Stats:
     """Held by a lease that has not expired."""
     dead: int = 0
     lost: int = 0
-    """Known to have existed but gone from the store (memcached only)."""
+    """Known to have existed but gone from the store (an eviction, a record
+    deleted behind the store's back); listed by :meth:`Store.dead_letters`."""
     oldest_ready_age: float | None = None
     """Seconds since the oldest ready message was created; None when none is ready."""
+    stuck: int = 0
+    """Held by a lease that has expired: the flusher holding it died or hung,
+    and no flusher has claimed it again since. Counted neither ready nor in flight."""
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -100,10 +109,11 @@ class Stats:
         dead: int,
         lost: int = 0,
         oldest_created: float | None = None,
+        stuck: int = 0,
     ) -> Stats:
         """Stats from counts and the created time of the oldest ready message."""
         age = None if oldest_created is None else max(0.0, now - oldest_created)
-        return cls(ready, scheduled, in_flight, dead, lost, age)
+        return cls(ready, scheduled, in_flight, dead, lost, age, stuck)
 
 
 class Store(abc.ABC):
@@ -161,6 +171,17 @@ class Store(abc.ABC):
         ``expires = now + lease``. Two callers running
         at once MUST receive disjoint records. The cost MUST NOT grow with
         the number of records that are not due.
+
+        One bad record MUST NOT stop the queue: this method MUST NOT raise
+        for a record it cannot read whole (a field missing or of the wrong
+        type, written by an operator, an eviction or a bug). It claims such a
+        record as usual with ``record.damage`` saying what is wrong, so that
+        the caller buries it (:meth:`bury` MUST accept the claim); the other
+        records of the batch are returned as usual. An indexed id whose record
+        is gone entirely is either claimed that way or dropped from the index
+        and reported lost (counted in :attr:`Stats.lost` and listed by
+        :meth:`dead_letters` with ``lost=True``). Claiming MUST NOT create a
+        record, or any part of one, that was not there.
         """
 
     @abc.abstractmethod
@@ -190,7 +211,9 @@ class Store(abc.ABC):
     def bury(self, claim: Claim, error: str, now: float) -> None:
         """Will never be delivered: move to the dead letters with ``error``.
 
-        Raises ``LeaseLost`` as :meth:`ack` does.
+        The attempt that buried it counts: the dead letter's ``attempts`` is
+        the claimed record's ``attempts + 1``. Raises ``LeaseLost`` as
+        :meth:`ack` does.
         """
 
     @abc.abstractmethod
@@ -203,7 +226,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def stats(self, now: float) -> Stats:
-        """Counts for this namespace (see :class:`Stats`)."""
+        """Counts for this namespace (see :class:`Stats`).
+
+        A record held by a lease that expired by ``now`` is ``stuck``, not
+        ``ready`` nor ``in_flight``, until it is claimed again.
+        """
 
     @abc.abstractmethod
     def dead_letters(self, limit: int | None = None) -> list[DeadLetter]:
@@ -245,6 +272,20 @@ class Store(abc.ABC):
     def release_slot(self, name: str, token: str) -> None:
         """Give a slot back; an unknown or expired token is ignored."""
         raise NotImplementedError(f"{type(self).__name__} keeps no rate limits")
+
+    # -- optional: the server can keep the promises ------------------------------
+
+    def verify(self) -> None:  # noqa: B027 - optional hook
+        """Check that the store, as its server is set up, can keep its promises.
+
+        MUST raise :class:`~mailqueue_core.errors.ConfigurationError` naming
+        the setting at fault and the fix when it cannot (a Redis that evicts
+        keys under memory pressure), and
+        :class:`~mailqueue_core.errors.StoreUnavailable` when the store cannot
+        be reached. Called by the system check, when a flusher starts, and
+        periodically by a running flusher, which refuses to go on. Cheap (one
+        round trip at most); the default checks nothing.
+        """
 
     # -- conveniences ----------------------------------------------------------
 

@@ -132,7 +132,7 @@ class MemoryStore(Store):
         with self._q.lock:
             entry = self._take(claim)
             del self._q.live[claim.id]
-            record = replace(claim.record, attempts=entry.record.attempts, last_error=error)
+            record = replace(claim.record, attempts=entry.record.attempts + 1, last_error=error)
             self._q.dead[claim.id] = DeadLetter(record, error, now)
 
     def add_dead(self, records: Sequence[Record], now: float) -> None:
@@ -141,13 +141,16 @@ class MemoryStore(Store):
                 self._q.dead[record.id] = DeadLetter(record, record.last_error or "", now)
 
     def stats(self, now: float) -> Stats:
-        ready = scheduled = in_flight = 0
+        ready = scheduled = in_flight = stuck = 0
         oldest: float | None = None
         with self._q.lock:
             for entry in self._q.live.values():
-                if entry.token is not None and entry.expires > now:
-                    in_flight += 1
-                elif entry.token is None and entry.record.due > now:
+                if entry.token is not None:
+                    if entry.expires > now:
+                        in_flight += 1
+                    else:
+                        stuck += 1
+                elif entry.record.due > now:
                     scheduled += 1
                 else:
                     ready += 1
@@ -161,6 +164,7 @@ class MemoryStore(Store):
             in_flight=in_flight,
             dead=dead,
             oldest_created=oldest,
+            stuck=stuck,
         )
 
     def dead_letters(self, limit: int | None = None) -> list[DeadLetter]:

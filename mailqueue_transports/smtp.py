@@ -25,7 +25,11 @@ Options
 Capabilities and what it can lose
     Nothing: a message leaves the queue only after the server's 250 to DATA.
     A disconnect after the final dot may mean a duplicate (the server may have
-    taken it); the fixed Message-ID lets receivers recognise it.
+    taken it); the fixed Message-ID lets receivers recognise it. A server's
+    recipient limit (``452`` after N RCPTs) is met by sending the rest at once
+    in new transactions on the same session
+    (:mod:`mailqueue_transports.smtp_transactions`); the message is acked after
+    the last one.
 """
 
 from __future__ import annotations
@@ -37,7 +41,6 @@ from typing import Any
 from mailqueue_core import convert
 from mailqueue_core.errors import (
     ConfigurationError,
-    DeliveryError,
     PermanentError,
     TransientError,
 )
@@ -49,6 +52,7 @@ from mailqueue_transports.smtp_errors import (
     translate_open_error,
     translate_send_error,
 )
+from mailqueue_transports.smtp_transactions import send_in_transactions
 
 __all__ = ["SMTPTransport"]
 
@@ -67,6 +71,15 @@ _OTHER = {"ssl_cafile": None, "verify": True, "local_hostname": None}
 _HINT = (
     "the SMTP settings (EMAIL_HOST, EMAIL_PORT, EMAIL_USE_TLS/SSL, "
     "EMAIL_HOST_USER, EMAIL_HOST_PASSWORD)"
+)
+_AUTH_HINT = (
+    "the smtp transport's username and password options (user:password@ in its URL, "
+    "or OPTIONS; EMAIL_HOST_USER and EMAIL_HOST_PASSWORD when it takes Django's settings)"
+)
+_TLS_HINT = (
+    "the smtp transport's ssl_cafile option (the CA bundle that issued the server's "
+    "certificate) and host (the name the certificate was issued for); verify=false "
+    "turns the check off, and with it the protection TLS gives"
 )
 
 
@@ -181,7 +194,9 @@ class SMTPTransport(Transport):
         except (smtplib.SMTPException, OSError) as exc:
             if connection is not None:
                 _quietly_close(connection)
-            raise translate_open_error(exc, _HINT) from exc
+            raise translate_open_error(
+                exc, _HINT, auth_hint=_AUTH_HINT, tls_hint=_TLS_HINT
+            ) from exc
         self.connection = connection
 
     def close(self) -> None:
@@ -208,7 +223,9 @@ class SMTPTransport(Transport):
         self.open()
         assert self.connection is not None
         try:
-            refused = self.connection.sendmail(message.envelope_from, message.recipients, data)
+            outcome = send_in_transactions(
+                self.connection, message.envelope_from, message.recipients, data
+            )
         except smtplib.SMTPRecipientsRefused as exc:
             errors = {
                 rcpt: classify_reply(code, reply, "rcpt")
@@ -224,13 +241,9 @@ class SMTPTransport(Transport):
             if isinstance(exc, smtplib.SMTPServerDisconnected | OSError):
                 self.close()
             raise error from exc
-        return Delivery(refused=self._classify(refused), transport=self.describe())
-
-    @staticmethod
-    def _classify(refused: dict[str, tuple[int, bytes]]) -> dict[str, DeliveryError]:
-        return {
-            rcpt: classify_reply(code, reply, "rcpt") for rcpt, (code, reply) in refused.items()
-        }
+        if outcome.session_lost:
+            self.close()
+        return Delivery(refused=outcome.refused, transport=self.describe())
 
 
 def _greet(connection: smtplib.SMTP) -> None:

@@ -47,14 +47,23 @@ def classify_reply(code: int, reply: bytes | str, stage: str) -> DeliveryError:
     return TransientError(f"unexpected reply at {stage}: {message}", code=code)
 
 
-def translate_open_error(exc: BaseException, hint: str) -> DeliveryError:
+def translate_open_error(
+    exc: BaseException,
+    hint: str,
+    *,
+    auth_hint: str | None = None,
+    tls_hint: str | None = None,
+) -> DeliveryError:
     """An exception raised while opening the session, classified.
 
-    ``hint`` names the settings to check; it never holds a credential.
+    ``hint`` names the settings to check; ``auth_hint`` and ``tls_hint``, when
+    given, name the options that fix a refused login and a server certificate
+    that does not verify. None of them ever holds a credential.
     """
     if isinstance(exc, smtplib.SMTPAuthenticationError):
         return SessionError(
-            f"authentication failed ({exc.smtp_code} {_text(exc.smtp_error)}); check {hint}",
+            f"authentication failed ({exc.smtp_code} {_text(exc.smtp_error)}); "
+            f"check {auth_hint or hint}",
             code=exc.smtp_code,
         )
     if isinstance(exc, smtplib.SMTPResponseException):
@@ -63,7 +72,17 @@ def translate_open_error(exc: BaseException, hint: str) -> DeliveryError:
             code=exc.smtp_code,
         )
     if isinstance(exc, smtplib.SMTPNotSupportedError):
+        if auth_hint and "AUTH" in str(exc):
+            return SessionError(
+                f"{exc}: the server offers no login (many offer it only after STARTTLS); "
+                f"check {auth_hint}"
+            )
         return SessionError(f"{exc}; check {hint}")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return SessionError(
+            f"TLS failed: the server's certificate did not verify ({exc}); "
+            f"check {tls_hint or hint}"
+        )
     if isinstance(exc, ssl.SSLError | ssl.CertificateError):
         return SessionError(f"TLS failed: {exc}; check {hint}")
     if isinstance(exc, smtplib.SMTPServerDisconnected):

@@ -57,6 +57,19 @@ def test_open_errors(exc, kind, text):
     assert type(error) is kind and text in str(error)
 
 
+def test_open_errors_name_the_options_that_fix_them():
+    hints = {"auth_hint": "the login options", "tls_hint": "the CA option"}
+    auth = translate_open_error(smtplib.SMTPAuthenticationError(535, b"bad"), "x", **hints)
+    assert str(auth) == "authentication failed (535 bad); check the login options"
+    none = smtplib.SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
+    assert "check the login options" in str(translate_open_error(none, "x", **hints))
+    assert str(translate_open_error(none, "x")).endswith("check x")
+    cert = ssl.SSLCertVerificationError("certificate verify failed")
+    assert str(translate_open_error(cert, "x", **hints)).endswith("check the CA option")
+    other = ssl.SSLError("wrong version number")
+    assert str(translate_open_error(other, "x", **hints)).endswith("check x")
+
+
 def test_open_error_that_is_not_smtp_is_raised():
     with pytest.raises(KeyError):
         translate_open_error(KeyError("bug"), "x")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from django.core.checks import run_checks
+import stevedore
+from django.core.checks import Error, Warning, run_checks
 from django.test import override_settings
 
 from mailqueue_core import plugins
 from mailqueue_core.config import Config
-from mailqueue_core.errors import ConfigurationError
+from mailqueue_core.errors import ConfigurationError, StoreUnavailable
 from mailqueue_core.policy import RetryPolicy
 from mailqueue_core.urls import parse_bool, parse_url, plugin_name, redact
 from mailqueue_stores.memory import MemoryStore
@@ -205,3 +206,102 @@ def test_check_reports_an_unparseable_store_url():
     with override_settings(MAILQUEUE={"STORE": "sqlite://no-path"}):
         (error,) = run_checks(tags=["mailqueue"])
     assert error.id == "mailqueue.E002" and "names no file" in error.msg
+
+
+# -- the store check: Store.verify() under manage.py check --deploy ---------------------
+
+
+class UnkeptPromises(MemoryStore):
+    """A store whose server is set up so that it would lose mail."""
+
+    def verify(self) -> None:
+        raise ConfigurationError(
+            "the server forgets records under memory pressure. Fix: turn that off."
+        )
+
+
+class Unreachable(MemoryStore):
+    def verify(self) -> None:
+        raise StoreUnavailable("cannot reach redis://:hunter2@10.0.0.1/0: timed out")
+
+
+class UnhintedPromises(MemoryStore):
+    def verify(self) -> None:
+        raise ConfigurationError("the server is set up wrong")
+
+
+@pytest.fixture
+def verify_plugins(tmp_path, monkeypatch):
+    """The stores above, registered through entry points as a third party's would be."""
+    dist = tmp_path / "mq_check_plugins-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mq-check-plugins\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[mailqueue.stores]\n"
+        f"unkept = {__name__}:UnkeptPromises\n"
+        f"unreachable = {__name__}:Unreachable\n"
+        f"unhinted = {__name__}:UnhintedPromises\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    # stevedore reads each namespace's entry points once per process; read them again.
+    monkeypatch.setattr(stevedore.ExtensionManager, "ENTRY_POINT_CACHE", {})
+
+
+def deploy_checks() -> list:
+    return run_checks(tags=["mailqueue"], include_deployment_checks=True)
+
+
+def test_store_check_turns_a_configuration_error_into_an_error_with_its_fix(verify_plugins):
+    with override_settings(MAILQUEUE={"STORE": "unkept://q"}):
+        assert run_checks(tags=["mailqueue"]) == []  # not at every runserver
+        (error,) = deploy_checks()
+    assert error.id == "mailqueue.E004" and isinstance(error, Error)
+    assert error.msg == "MAILQUEUE['STORE']: the server forgets records under memory pressure."
+    assert error.hint == "turn that off."
+    with override_settings(MAILQUEUE={"STORE": "memory://", "FALLBACK_STORE": "unhinted://f"}):
+        (error,) = [m for m in deploy_checks() if m.id == "mailqueue.E004"]
+    assert error.msg == "MAILQUEUE['FALLBACK_STORE']: the server is set up wrong"
+    assert "cannot keep the queue's promises" in error.hint
+
+
+def test_store_check_warns_when_the_store_cannot_be_reached(verify_plugins):
+    with override_settings(MAILQUEUE={"STORE": "unreachable://q"}):
+        (warning,) = deploy_checks()
+    assert warning.id == "mailqueue.W005" and isinstance(warning, Warning)
+    assert "MAILQUEUE['STORE'] cannot be reached" in warning.msg
+    assert "hunter2" not in warning.msg and "redis://:***@10.0.0.1/0" in warning.msg
+    assert "--deploy" in warning.hint
+
+
+def test_store_check_leaves_bad_settings_to_the_other_checks():
+    with override_settings(MAILQUEUE={"STORE": "nosuch://"}):
+        assert ids(deploy_checks()) == ["mailqueue.E002"]
+    with override_settings(MAILQUEUE={"STORE": "memory://", "BOGUS": 1}):
+        assert ids(deploy_checks()) == ["mailqueue.E001"]
+    with override_settings(MAILQUEUE={"STORE": "sqlite:////tmp/x.db"}):
+        assert deploy_checks() == []  # the default verify() checks nothing
+    with legacy_email_settings(
+        MAILQUEUE=None, EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend"
+    ):
+        assert deploy_checks() == []
+
+
+def test_store_check_refuses_a_real_redis_that_evicts(redis_server_factory):
+    server = redis_server_factory("--maxmemory-policy", "allkeys-lru", appendonly=False)
+    with override_settings(MAILQUEUE={"STORE": server.url}):
+        assert run_checks(tags=["mailqueue"]) == []
+        (error,) = deploy_checks()
+    assert error.id == "mailqueue.E004"
+    assert "allkeys-lru" in error.msg and "noeviction" in error.hint
+    with override_settings(MAILQUEUE={"STORE": f"{server.url}?allow_eviction=true"}):
+        assert deploy_checks() == []  # the operator accepted the risk, by name
+    server.client().config_set("maxmemory-policy", "noeviction")
+    with override_settings(MAILQUEUE={"STORE": server.url}):
+        assert deploy_checks() == []
+
+
+def test_store_check_warns_for_a_real_redis_that_is_down(unused_tcp_port):
+    with override_settings(MAILQUEUE={"STORE": f"redis://:hunter2@127.0.0.1:{unused_tcp_port}/0"}):
+        messages = deploy_checks()
+    assert ids(messages) == ["mailqueue.W004", "mailqueue.W005"]
+    assert all("hunter2" not in m.msg + (m.hint or "") for m in messages)

@@ -6,6 +6,7 @@ import logging
 import pathlib
 import re
 
+import pytest
 from django.core.mail import EmailMessage
 from django.test import override_settings
 
@@ -47,6 +48,23 @@ def test_store_password_never_shown(caplog, unused_tcp_port, capsys):
     captured = capsys.readouterr()
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert SECRET not in logged + captured.out + captured.err
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"memcached://u:{SECRET}@127.0.0.1:1",
+        f"memcached://127.0.0.1:1?password={SECRET}",
+        f"sqlite:////tmp/mq-secret.db?password={SECRET}",
+        f"redis://:{SECRET[:4]}/{SECRET[4:]}@127.0.0.1:1/0",  # a "/" the URL cannot hold
+    ],
+)
+def test_no_store_url_form_shows_its_password(url):
+    with override_settings(MAILQUEUE={"STORE": url}):
+        for sub in ("status", "dead", "flush"):
+            code, out, err = manage(sub)
+            assert code in (1, 2)
+            assert SECRET[:4] not in out + err and SECRET[4:] not in out + err
 
 
 def test_bad_setting_errors_do_not_echo_passwords():

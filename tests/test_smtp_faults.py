@@ -127,6 +127,19 @@ def test_auth_refused_buries_nothing_and_names_the_settings(clock, caplog):
     assert (result.sent, result.deferred, result.buried) == (0, 2, 0)
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert any("535" in e and "EMAIL_HOST_PASSWORD" in e for e in errors)
+    # It names the options that fix it, wherever the credentials were given.
+    assert any("username and password options" in e for e in errors)
+    assert not any(PASSWORD in e for e in errors)
+
+
+def test_login_on_a_server_that_offers_none_names_the_options(server):
+    t = transport(server, username="user", password=PASSWORD)
+    with pytest.raises(SessionError) as info:
+        t.open()
+    t.close()
+    text = str(info.value)
+    assert "offers no login" in text and "only after STARTTLS" in text
+    assert "username and password options" in text and PASSWORD not in text
 
 
 def test_auth_accepted_and_credentials_never_logged(clock, caplog, capsys):
@@ -262,7 +275,7 @@ def test_max_age_buries_only_after_a_failed_last_try(store, server, clock):
     assert result.buried == 1
 
 
-def test_starttls_verifies_the_certificate(tmp_path, clock):
+def test_starttls_verifies_the_certificate(tmp_path, clock, caplog):
     server_ctx, _ = make_tls_contexts(ca_path=tmp_path / "ca.pem")
     store = MemoryStore(f"memory://{uuid.uuid4().hex}")
     queue(store, clock, "a@x.com", n=2)
@@ -270,6 +283,10 @@ def test_starttls_verifies_the_certificate(tmp_path, clock):
         # Not trusted: a session error, nothing buried.
         result = flush(store, s, clock, starttls=True)
         assert (result.deferred, result.buried) == (2, 0)
+        (error,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert "TLS failed: the server's certificate did not verify" in error
+        assert "CERTIFICATE_VERIFY_FAILED" in error
+        assert "ssl_cafile option" in error and "verify=false" in error
         clock.advance(3600)
         result = flush(store, s, clock, starttls=True, ssl_cafile=str(tmp_path / "ca.pem"))
         assert result.sent == 2

@@ -227,6 +227,38 @@ def test_all_recipients_refused_records_nothing(server):
     assert server.messages == []
 
 
+def test_a_recipient_limit_counts_each_transaction_afresh(server):
+    limit = server.fault("rcpt", "452 4.5.3 Too many recipients", max_recipients=2)
+    with client(server) as c:
+        refused = c.sendmail(
+            "f@example.com", ["a@x.com", "b@x.com", "c@x.com", "d@x.com"], MESSAGE
+        )
+        assert refused == {
+            "c@x.com": (452, b"4.5.3 Too many recipients"),
+            "d@x.com": (452, b"4.5.3 Too many recipients"),
+        }
+        # A new transaction on the same connection starts counting at zero again.
+        assert c.sendmail("f@example.com", ["c@x.com", "d@x.com"], MESSAGE) == {}
+        c.ehlo()
+        c.mail("f@example.com")
+        assert c.rcpt("e@x.com")[0] == 250
+        c.rset()  # so does a reset transaction
+        c.mail("f@example.com")
+        assert [c.rcpt(r)[0] for r in ("e@x.com", "f@x.com", "g@x.com")] == [250, 250, 452]
+    assert [m.rcpt_tos for m in server.messages] == [
+        ["a@x.com", "b@x.com"],
+        ["c@x.com", "d@x.com"],
+    ]
+    assert limit.fired == 3
+
+
+def test_a_recipient_limit_can_be_narrowed_to_some_recipients(server):
+    server.fault("rcpt", "452 4.2.2 Mailbox full", recipients=["full@x.com"], max_recipients=1)
+    refused = send(server, ["full@x.com", "a@x.com", "full@x.com"])
+    assert refused == {"full@x.com": (452, b"4.2.2 Mailbox full")}
+    assert server.messages[0].rcpt_tos == ["full@x.com", "a@x.com"]
+
+
 def test_a_2xx_fault_reply_still_accepts(server):
     server.fault("mail", "250 2.1.0 Sender fine")
     server.fault("rcpt", "250 2.1.5 Recipient fine")
@@ -587,6 +619,8 @@ def test_start_fails_loudly_when_the_port_is_taken():
         (("mail", "250 x"), {"seconds": 1}, "seconds is required"),
         (("mail",), {"action": "stall", "seconds": -1}, "negative"),
         (("mail", "250 x"), {"recipients": ["a@b"]}, "only applies"),
+        (("mail", "452 x"), {"max_recipients": 5}, "max_recipients applies"),
+        (("rcpt", "452 x"), {"max_recipients": 0}, "at least 1"),
         (("mail", "250 x"), {"times": 0}, "times"),
         (("connect",), {"action": "refuse", "times": 1}, "times"),
     ],

@@ -13,6 +13,12 @@ class TestMemoryStore(StoreContract):
         yield s
         s.close()
 
+    def damage(self, store, record_id, how):
+        pytest.skip(
+            "the memory store keeps records as Python objects inside the store: "
+            "nothing outside it can damage one"
+        )
+
 
 TestMemoryStoreModel = store_model_test(
     lambda: MemoryStore(f"memory://{uuid.uuid4().hex}", namespace="model")

@@ -7,7 +7,7 @@
   can be told to misbehave.
 """
 
-from mailqueue_core.testing.contract import StoreContract, make_record
+from mailqueue_core.testing.contract import Damage, StoreContract, make_record
 
 
 def __getattr__(name: str) -> object:
@@ -25,6 +25,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "Damage",
     "FaultySMTPServer",
     "Received",
     "StoreContract",

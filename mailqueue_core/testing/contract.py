@@ -19,10 +19,17 @@ when your store is built differently.
 
 Tests that need a capability the store lacks (see ``Store.capabilities``) are
 skipped by capability, never by store name.
+
+A store whose records can be damaged behind its back (by an operator, an
+eviction, a bug in another client) overrides :meth:`StoreContract.damage` to
+do that through the store's own server, as such an actor would; the damaged
+record tests then prove that one bad record never stops the queue. A test
+class that does not override it has those tests skipped, saying why.
 """
 
 from __future__ import annotations
 
+import enum
 import threading
 import time
 import uuid
@@ -33,7 +40,7 @@ import pytest
 from mailqueue_core.errors import LeaseLost
 from mailqueue_core.store import Claim, Record, Store
 
-__all__ = ["StoreContract", "make_record"]
+__all__ = ["Damage", "StoreContract", "make_record"]
 
 LEASE = 30.0
 
@@ -59,8 +66,28 @@ def make_record(
     )
 
 
+class Damage(enum.Enum):
+    """Ways a record can be damaged behind a store's back (see ``StoreContract.damage``)."""
+
+    MISSING = "missing"
+    """The record is gone entirely, but the store's index still names its id."""
+    PARTIAL = "partial"
+    """Part of the record is gone: a field the store needs (the created time, the data)."""
+    MALFORMED = "malformed"
+    """A field holds a value of the wrong type (``attempts = "1.5"``, a key of another type)."""
+
+
 class StoreContract:
     """Every promise of :class:`mailqueue_core.store.Store`, as tests."""
+
+    def damage(self, store: Store, record_id: str, how: Damage) -> None:
+        """Damage the queued record ``record_id`` of ``store`` as ``how`` says.
+
+        Override it in a store's test class, working through the store's own
+        server or files (as an operator or a stray client would), never
+        through the store object's private attributes.
+        """
+        pytest.skip(f"{type(self).__name__} does not override damage()")
 
     @pytest.fixture
     def store(self) -> Store:  # pragma: no cover - subclasses provide it
@@ -172,11 +199,15 @@ class StoreContract:
         again = store.fetch_due(now + LEASE + 1, 2, LEASE)
         assert [c.id for c in again] == [first.id, second.id]
 
-    def test_expired_lease_counts_as_ready(self, store: Store, now: float) -> None:
+    def test_expired_lease_counts_as_stuck(self, store: Store, now: float) -> None:
         store.enqueue([make_record(now)])
         store.fetch_due(now, 10, LEASE)
         stats = store.stats(now + LEASE + 1)
-        assert (stats.ready, stats.in_flight) == (1, 0)
+        assert (stats.ready, stats.in_flight, stats.stuck) == (0, 0, 1)
+        (again,) = store.fetch_due(now + LEASE + 1, 10, LEASE)
+        stats = store.stats(now + LEASE + 2)
+        assert (stats.ready, stats.in_flight, stats.stuck) == (0, 1, 0)
+        store.ack(again)
 
     @pytest.mark.parametrize("action", ["ack", "requeue", "release", "bury"])
     def test_stale_claim_is_refused_and_newer_claim_wins(
@@ -261,7 +292,7 @@ class StoreContract:
         assert again.record.last_error == "x"
 
     def test_bury_moves_to_dead_letters(self, store: Store, now: float) -> None:
-        record = make_record(now)
+        record = make_record(now, attempts=2)
         store.enqueue([record])
         (claim,) = store.fetch_due(now, 10, LEASE)
         store.bury(claim, "550 5.1.1 no such user", now + 1)
@@ -269,6 +300,7 @@ class StoreContract:
         (letter,) = store.dead_letters()
         assert letter.record.id == record.id
         assert letter.record.data == record.data
+        assert letter.record.attempts == 3  # the attempt that buried it counts
         assert letter.reason == "550 5.1.1 no such user"
         assert letter.buried == pytest.approx(now + 1, abs=1e-3)
         assert not letter.lost
@@ -336,6 +368,66 @@ class StoreContract:
         assert (stats.ready, stats.scheduled, stats.in_flight, stats.dead) == (2, 1, 1, 1)
         assert stats.oldest_ready_age == pytest.approx(5, abs=1e-3)
         assert stats.lost == 0
+
+    # -- damaged records (the test class's damage() hook) ----------------------
+
+    @pytest.mark.parametrize("how", [Damage.PARTIAL, Damage.MALFORMED])
+    def test_a_damaged_record_is_claimed_for_burial_and_the_rest_go_on(
+        self, store: Store, now: float, how: Damage
+    ) -> None:
+        records = [make_record(now - 3), make_record(now - 2), make_record(now - 1)]
+        store.enqueue(records)
+        self.damage(store, records[1].id, how)
+        claims = {c.id: c for c in store.fetch_due(now, 10, LEASE)}
+        for good in (records[0], records[2]):
+            assert claims[good.id].record.damage is None
+            assert claims[good.id].record.data == good.data
+            store.ack(claims[good.id])
+        bad = claims.get(records[1].id)
+        if bad is not None:
+            assert bad.record.damage, "a damaged record must say what is wrong"
+            store.bury(bad, f"damaged record: {bad.record.damage}", now)
+        self._assert_only_dead_left(store, now, records[1].id)
+
+    def test_a_missing_record_is_reported_and_never_recreated(
+        self, store: Store, now: float
+    ) -> None:
+        records = [make_record(now - 3), make_record(now - 2), make_record(now - 1)]
+        store.enqueue(records)
+        self.damage(store, records[1].id, Damage.MISSING)
+        claims = {c.id: c for c in store.fetch_due(now, 10, LEASE)}
+        for good in (records[0], records[2]):
+            store.ack(claims[good.id])
+        bad = claims.get(records[1].id)
+        if bad is not None:
+            assert bad.record.damage
+            assert bad.record.data == b""
+            store.bury(bad, f"damaged record: {bad.record.damage}", now)
+        self._assert_only_dead_left(store, now, records[1].id)
+
+    def test_damage_found_by_a_later_claim_does_not_hold_the_batch(
+        self, store: Store, now: float
+    ) -> None:
+        records = [make_record(now - 2), make_record(now - 1)]
+        store.enqueue(records)
+        (first,) = store.fetch_due(now, 1, LEASE)
+        store.release(first)
+        self.damage(store, records[0].id, Damage.MALFORMED)
+        claims = store.fetch_due(now, 10, LEASE)
+        assert records[1].id in {c.id for c in claims}
+        for claim in claims:
+            if claim.record.damage:
+                store.bury(claim, claim.record.damage, now)
+            else:
+                store.ack(claim)
+        self._assert_only_dead_left(store, now, records[0].id)
+
+    def _assert_only_dead_left(self, store: Store, now: float, dead_id: str) -> None:
+        assert store.fetch_due(now + 10 * LEASE, 10, LEASE) == []
+        stats = store.stats(now + 10 * LEASE)
+        assert (stats.ready, stats.scheduled, stats.in_flight, stats.stuck) == (0, 0, 0, 0)
+        assert stats.dead + stats.lost == 1
+        assert [d.record.id for d in store.dead_letters()] == [dead_id]
 
     # -- isolation and concurrency --------------------------------------------
 

@@ -182,6 +182,7 @@ class StoreModel(RuleBasedStateMachine):
             self.store.bury(claim, "550 no", self.now)
             m = self.model[claim.id]
             m.dead, m.token, m.buried, m.error = True, None, self.now, "550 no"
+            m.attempts += 1
         else:
             self._refused(lambda: self.store.bury(claim, "x", self.now))
 
@@ -219,16 +220,18 @@ class StoreModel(RuleBasedStateMachine):
         live = self._live()
         stats = self.store.stats(self.now)
         in_flight = sum(1 for m in live if self._held(m))
-        scheduled = sum(1 for m in live if not self._held(m) and m.due > self.now)
-        ready = len(live) - in_flight - scheduled
+        stuck = sum(1 for m in live if m.token is not None and not self._held(m))
+        scheduled = sum(1 for m in live if m.token is None and m.due > self.now)
+        ready = len(live) - in_flight - stuck - scheduled
         dead = len(self.model) - len(live)
-        assert (stats.ready, stats.scheduled, stats.in_flight, stats.dead, stats.lost) == (
-            ready,
-            scheduled,
-            in_flight,
-            dead,
-            0,
-        )
+        assert (
+            stats.ready,
+            stats.scheduled,
+            stats.in_flight,
+            stats.stuck,
+            stats.dead,
+            stats.lost,
+        ) == (ready, scheduled, in_flight, stuck, dead, 0)
 
     @invariant()
     def dead_letters_match_the_model(self) -> None:
@@ -238,6 +241,7 @@ class StoreModel(RuleBasedStateMachine):
         for letter in letters:
             assert letter.record.data == dead[letter.record.id].record.data
             assert letter.reason == dead[letter.record.id].error
+            assert letter.record.attempts == dead[letter.record.id].attempts
 
 
 def _machine(make_store: Callable[[], Store]) -> type[StoreModel]:

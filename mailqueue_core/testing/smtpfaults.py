@@ -12,7 +12,8 @@ ehlo        the EHLO command (HELO is left alone, so a 502 here makes a client f
 starttls    the STARTTLS command, before the TLS handshake
 auth        the AUTH command, before credentials are exchanged
 mail        the MAIL FROM command
-rcpt        the RCPT TO command, optionally only for some ``recipients``
+rcpt        the RCPT TO command, optionally only for some ``recipients``, or only once
+            the transaction holds ``max_recipients`` accepted ones (a recipient limit)
 data        the DATA command; ``drop`` closes mid-message, after some bytes arrived
 dot         the reply after the final dot; ``drop`` closes after the whole message
 =========== ==========================================================================
@@ -24,6 +25,11 @@ A reply starting with 421 closes the connection after it is sent, as RFC 5321 sa
 reply at ``mail``, ``rcpt`` or ``dot`` is success in other words (the message goes through).
 A stall at ``dot`` records the message at once: a real server that has the whole message
 keeps it even when the client gives up waiting for the 250 (the duplicate-on-timeout case).
+
+A recipient limit as RFC 5321 4.5.3.1.10 describes it (``452`` to every RCPT past the first
+N of a transaction; a new MAIL FROM starts counting again)::
+
+    server.fault("rcpt", "452 4.5.3 Too many recipients", max_recipients=1000)
 
 This module also holds the aiosmtpd session and handler that act the faults out. The fault
 table is shared between the test's thread and the server's event loop, hence its lock.
@@ -69,6 +75,7 @@ class Fault:
     recipients: frozenset[str] | None
     times: int | None
     seconds: float | None
+    max_recipients: int | None = None
     fired: int = field(default=0)
 
     @property
@@ -76,7 +83,10 @@ class Fault:
         """Whether the connection is closed after the reply (RFC 5321: 421 closes)."""
         return self.reply is not None and self.reply.startswith("421")
 
-    def matches(self, recipient: str | None) -> bool:
+    def matches(self, recipient: str | None, held: int) -> bool:
+        """Whether it fires for ``recipient`` in a transaction holding ``held`` recipients."""
+        if self.max_recipients is not None and held < self.max_recipients:
+            return False
         if self.recipients is None:
             return True
         return recipient is not None and recipient.lower() in self.recipients
@@ -90,6 +100,7 @@ def make_fault(
     times: int | None,
     action: str,
     seconds: float | None,
+    max_recipients: int | None = None,
 ) -> Fault:
     """Check the arguments of ``fault()`` and build the fault; ValueError says what is wrong."""
     if stage not in STAGES:
@@ -112,6 +123,8 @@ def make_fault(
         raise ValueError(f"seconds must not be negative, got {seconds}")
     if recipients is not None and stage != "rcpt":
         raise ValueError("recipients only applies to stage 'rcpt'")
+    if max_recipients is not None and (stage != "rcpt" or max_recipients < 1):
+        raise ValueError("max_recipients applies to stage 'rcpt' only, and is at least 1")
     if times is not None and (times < 1 or stage == "connect"):
         raise ValueError("times must be at least 1, and a refusal lasts until cleared")
     return Fault(
@@ -121,6 +134,7 @@ def make_fault(
         recipients=None if recipients is None else frozenset(r.lower() for r in recipients),
         times=times,
         seconds=seconds,
+        max_recipients=max_recipients,
     )
 
 
@@ -143,11 +157,14 @@ class FaultTable:
         with self._lock:
             return any(f.stage == "connect" for f in self._faults)
 
-    def take(self, stage: str, recipient: str | None = None) -> Fault | None:
-        """The fault firing at this event, counted against its ``times``, or None."""
+    def take(self, stage: str, recipient: str | None = None, held: int = 0) -> Fault | None:
+        """The fault firing at this event, counted against its ``times``, or None.
+
+        ``held`` is how many recipients the transaction has accepted so far (RCPT only).
+        """
         with self._lock:
             for fault in reversed(self._faults):
-                if fault.stage == stage and fault.matches(recipient):
+                if fault.stage == stage and fault.matches(recipient, held):
                     fault.fired += 1
                     if fault.times is not None and fault.fired >= fault.times:
                         self._faults.remove(fault)
@@ -319,7 +336,7 @@ class FaultHandler:
         address: str,
         rcpt_options: list[str],
     ) -> Any:
-        reply = await server.apply(self.faults.take("rcpt", address))
+        reply = await server.apply(self.faults.take("rcpt", address, len(envelope.rcpt_tos)))
         if reply is not MISSING and reply.startswith("2"):
             envelope.rcpt_tos.append(address)
         return reply

@@ -7,6 +7,7 @@ in a subprocess) talk to it as to any mail server::
     with FaultySMTPServer() as server:
         server.fault("rcpt", "550 5.1.1 No such user", recipients=["gone@example.com"])
         server.fault("dot", "451 4.7.1 Greylisted", times=1)
+        server.fault("rcpt", "452 4.5.3 Too many recipients", max_recipients=100)
         ...  # send through smtplib or a transport at server.host, server.port
         assert server.messages[0].rcpt_tos == ["kept@example.com"]
 
@@ -269,15 +270,24 @@ class FaultySMTPServer:
         times: int | None = None,
         action: str = "reply",
         seconds: float | None = None,
+        max_recipients: int | None = None,
     ) -> Fault:
         """Misbehave at ``stage`` from now on (see :mod:`~mailqueue_core.testing.smtpfaults`).
 
-        ``times=N`` makes the fault fire for the next N matching events only. The newest
-        fault matching an event wins. Returns the fault, whose ``fired`` counts its hits.
+        ``times=N`` makes the fault fire for the next N matching events only.
+        ``max_recipients=N`` (stage ``rcpt``) makes it fire only once the transaction holds N
+        accepted recipients: a recipient limit. The newest fault matching an event wins.
+        Returns the fault, whose ``fired`` counts its hits.
         A ``connect`` refusal takes effect before this returns.
         """
         made = make_fault(
-            stage, reply, recipients=recipients, times=times, action=action, seconds=seconds
+            stage,
+            reply,
+            recipients=recipients,
+            times=times,
+            action=action,
+            seconds=seconds,
+            max_recipients=max_recipients,
         )
         self._faults.add(made)
         if stage == "connect" and self._loop is not None:

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import json
+import pathlib
 import shutil
 import tempfile
 import time
@@ -16,13 +18,13 @@ import pytest
 from django.core import mail
 from django.core.mail import EmailMessage
 from django.test import override_settings
-from mailqueue_spool import SpoolStore
+from mailqueue_spool import SpoolStore, files
 
 from mailqueue_core.backend import EmailBackend
 from mailqueue_core.flusher import Flusher
 from mailqueue_core.plugins import STORES, installed, make_store, make_transport
 from mailqueue_core.store import Stats
-from mailqueue_core.testing import StoreContract, store_model_test
+from mailqueue_core.testing import Damage, StoreContract, store_model_test
 
 
 class TestSpoolStore(StoreContract):
@@ -31,6 +33,24 @@ class TestSpoolStore(StoreContract):
         s = SpoolStore(f"spool://{tmp_path}", namespace="test")
         yield s
         s.close()
+
+    def damage(self, store: SpoolStore, record_id: str, how: Damage) -> None:
+        # As a stray process or a bad disk would: through the files themselves.
+        if how is Damage.MISSING:
+            pytest.skip("a spool file is its own index: a deleted file leaves nothing to report")
+        root = pathlib.Path(store.location[len("spool://") :])
+        (path,) = (
+            p
+            for p in root.rglob("*")
+            if (entry := files.parse_queue_name(p.name)) is not None and entry.id == record_id
+        )
+        header, _, data = path.read_bytes().partition(b"\n")
+        fields = json.loads(header)
+        if how is Damage.PARTIAL:
+            del fields["created"]
+        else:
+            fields["attempts"] = "1.5"
+        path.write_bytes(json.dumps(fields).encode() + b"\n" + data)
 
 
 # The model test calls the factory once per generated run and has no hook to

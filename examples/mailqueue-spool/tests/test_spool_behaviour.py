@@ -148,16 +148,24 @@ def test_a_spool_removed_under_a_running_store_is_unavailable(tmp_path: Path, no
         store.ack(claim)
 
 
-def test_a_foreign_file_in_the_queue_is_named_when_claimed(
+def test_a_foreign_file_in_the_queue_is_named_when_claimed_and_buried(
     store: SpoolStore, tmp_path: Path, now: float
 ) -> None:
-    store.enqueue([make_record(now)])
+    good = make_record(now)
+    store.enqueue([good])
     queue = tmp_path / "default" / "queue"
     (queue / f"w,{now - 1!r},1,{now!r},intruder").write_bytes(b"not json\n")
     (queue / "README").write_text("ignored: not a spool name")
     assert store.stats(now).ready == 2
-    with pytest.raises(StoreUnavailable, match=r"intruder.*not a readable spool file"):
-        store.fetch_due(now, 10, LEASE)
+    bad, ok = store.fetch_due(now, 10, LEASE)
+    assert ok.record == good
+    assert bad.id == "intruder"
+    assert bad.record.damage is not None
+    assert "not a readable spool file" in bad.record.damage
+    store.bury(bad, bad.record.damage, now)
+    store.ack(ok)
+    (letter,) = store.dead_letters()
+    assert (letter.record.id, letter.record.data) == ("intruder", b"")
 
 
 # -- all or nothing, and crash windows --------------------------------------------

@@ -146,6 +146,24 @@ class SpoolStore(Store):
                 "move it out of the spool directory"
             ) from exc
 
+    def _claimed_record(self, path: str, entry: files.Entry) -> Record:
+        """The record in a file just claimed; a damaged one says what is wrong.
+
+        One unreadable file must not stop the queue: it is claimed like any
+        other, and the flusher buries it with the reason.
+        """
+        try:
+            record, _ = files.read(path)
+        except ValueError as exc:
+            return Record(
+                id=entry.id,
+                data=b"",
+                created=entry.created,
+                due=entry.at,
+                damage=f"{os.path.basename(path)} is not a readable spool file ({exc})",
+            )
+        return record
+
     # -- listing and small helpers -------------------------------------------------
 
     def _q(self, name: str) -> str:
@@ -291,8 +309,7 @@ class SpoolStore(Store):
                     os.rename(self._q(entry.name), path)
                 except FileNotFoundError:
                     continue  # another claimer renamed it first: it is theirs
-                record, _ = self._read(path)
-                claims.append(Claim(record, token, expires))
+                claims.append(Claim(self._claimed_record(path, entry), token, expires))
         return claims
 
     def ack(self, claim: Claim) -> None:
@@ -325,7 +342,9 @@ class SpoolStore(Store):
             self._sync(self._queue)
 
     def bury(self, claim: Claim, error: str, now: float) -> None:
-        record = dataclasses.replace(claim.record, last_error=error)
+        record = dataclasses.replace(
+            claim.record, last_error=error, attempts=claim.record.attempts + 1, damage=None
+        )
         fields = files.header(record, reason=error, buried=float(now))
         target = os.path.join(self._dead, files.dead_name(now, claim.id))
         with self._io():
@@ -347,14 +366,16 @@ class SpoolStore(Store):
         with self._io():
             entries = self._entries()
             dead = len(self._dead_entries())
-        ready = scheduled = in_flight = 0
+        ready = scheduled = in_flight = stuck = 0
         oldest: float | None = None
         for entry in entries:
-            if entry.at > now:
-                if entry.claimed:
+            if entry.claimed:
+                if entry.at > now:
                     in_flight += 1
                 else:
-                    scheduled += 1
+                    stuck += 1
+            elif entry.at > now:
+                scheduled += 1
             else:
                 ready += 1
                 oldest = entry.created if oldest is None else min(oldest, entry.created)
@@ -364,6 +385,7 @@ class SpoolStore(Store):
             in_flight=in_flight,
             dead=dead,
             oldest_ready_age=None if oldest is None else max(0.0, now - oldest),
+            stuck=stuck,
         )
 
     def dead_letters(self, limit: int | None = None) -> list[DeadLetter]:

@@ -1,0 +1,252 @@
+"""Declared options: the one way a store or transport reads its URL query and ``OPTIONS``.
+
+A plugin declares its options once, as a frozen dataclass whose fields are
+made with :func:`option` (a default, a :class:`Kind` that parses and checks the
+value, and a line of documentation)::
+
+    @dataclasses.dataclass(frozen=True)
+    class SpoolOptions:
+        fsync: bool = option(True, BOOLEAN, "fsync files and directories after each change")
+
+    namespace, opts = read_options(SpoolOptions, "spool store", query, options)
+
+:func:`read_options` merges the URL query (text) and ``OPTIONS`` (Python
+values) through that table: ``namespace`` is taken out for
+:class:`~mailqueue_core.store.Store`; an unknown option is a
+:class:`~mailqueue_core.errors.ConfigurationError` that lists the valid ones
+and suggests the nearest; an option given in both places with different values
+is an error, as is a value of the wrong kind; a secret's value is never shown.
+The docs' option tables are generated from the same declarations
+(:func:`describe`), so the reference cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+from mailqueue_core.errors import ConfigurationError
+
+__all__ = [
+    "BOOLEAN",
+    "COUNT",
+    "MAPPING",
+    "POSITIVE_INT",
+    "SECONDS",
+    "TEXT",
+    "Kind",
+    "OptionDoc",
+    "choice",
+    "describe",
+    "option",
+    "optional",
+    "read_options",
+    "split_query",
+]
+
+T = TypeVar("T")
+
+_SECRET = re.compile(r"pass|secret|token|key", re.IGNORECASE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """How one option's value is read: ``parse`` raises ValueError saying what it wants."""
+
+    name: str
+    parse: Callable[[object], Any]
+    in_url: bool = True
+    """False for values a URL query cannot hold (dicts, lists): OPTIONS only."""
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _boolean(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError("must be true or false (also 1/0, yes/no, on/off)")
+
+
+def _number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError("must be a number")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError("must be a number") from None
+    if not math.isfinite(number):
+        raise ValueError("must be a finite number")
+    return number
+
+
+def _seconds(value: object) -> float:
+    number = _number(value)
+    if number < 0:
+        raise ValueError("must be seconds >= 0")
+    return number
+
+
+def _whole(value: object, least: int) -> int:
+    number = _number(value)
+    if number != int(number) or number < least:
+        raise ValueError(f"must be a whole number >= {least}")
+    return int(number)
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("must be a non-empty string")
+    return value
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValueError("must be a dict")
+    return dict(value)
+
+
+BOOLEAN = Kind("boolean", _boolean)
+SECONDS = Kind("seconds", _seconds)
+COUNT = Kind("integer >= 0", lambda v: _whole(v, 0))
+POSITIVE_INT = Kind("integer >= 1", lambda v: _whole(v, 1))
+TEXT = Kind("text", _text)
+MAPPING = Kind("dict", _mapping, in_url=False)
+
+
+def choice(*values: str) -> Kind:
+    """One of ``values``, matched without regard to case, returned as declared."""
+    by_lower = {v.lower(): v for v in values}
+
+    def parse(value: object) -> str:
+        if isinstance(value, str) and value.lower() in by_lower:
+            return by_lower[value.lower()]
+        raise ValueError(f"must be one of {', '.join(values)}")
+
+    return Kind(" | ".join(values), parse)
+
+
+def optional(kind: Kind) -> Kind:
+    """``kind``, or None (given as None in OPTIONS; a URL cannot say None)."""
+    return Kind(
+        f"{kind.name} or None", lambda v: None if v is None else kind.parse(v), kind.in_url
+    )
+
+
+def option(default: Any, kind: Kind, doc: str) -> Any:
+    """A dataclass field declaring one option."""
+    metadata = {"kind": kind, "doc": doc}
+    if isinstance(default, (dict, list, set)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptionDoc:
+    """One row of a plugin's option table, for the docs and for error messages."""
+
+    name: str
+    kind: str
+    default: Any
+    doc: str
+    in_url: bool
+
+
+def describe(declared: type[Any]) -> list[OptionDoc]:
+    """The option table of a declaration class, ``namespace`` first."""
+    rows = [
+        OptionDoc(
+            "namespace",
+            "text",
+            "default",
+            "keeps this site's mail apart from others on the same server",
+            True,
+        )
+    ]
+    for field in dataclasses.fields(declared):
+        kind: Kind = field.metadata["kind"]
+        default = (
+            field.default_factory()
+            if field.default_factory is not dataclasses.MISSING
+            else field.default
+        )
+        rows.append(OptionDoc(field.name, kind.name, default, field.metadata["doc"], kind.in_url))
+    return rows
+
+
+def split_query(location: str, what: str) -> tuple[str, dict[str, str]]:
+    """``location`` without its query, and the query as a dict (a key given twice is an error)."""
+    parts = urlsplit(location)
+    query: dict[str, str] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in query:
+            raise ConfigurationError(f"{what}: the URL gives {key!r} more than once")
+        query[key] = value
+    return urlunsplit(parts._replace(query="")), query
+
+
+def _shown(name: str, value: object) -> str:
+    return "'***'" if _SECRET.search(name) else repr(value)
+
+
+def read_options(
+    declared: type[T],
+    what: str,
+    query: Mapping[str, str],
+    options: Mapping[str, object],
+) -> tuple[str, T]:
+    """``(namespace, declared(...))`` from a URL query and OPTIONS.
+
+    ``what`` names the plugin in messages ("redis store", "smtp transport").
+    """
+    fields = {f.name: f for f in dataclasses.fields(declared)}  # type: ignore[arg-type]
+    valid = ["namespace", *fields]
+    for source, given in (("URL", query), ("OPTIONS", options)):
+        for name in given:
+            if name in valid:
+                if source == "URL" and name in fields and not fields[name].metadata["kind"].in_url:
+                    raise ConfigurationError(
+                        f"{what}: option {name!r} cannot be given in the URL; put it in OPTIONS"
+                    )
+                continue
+            near = difflib.get_close_matches(name, valid, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ConfigurationError(
+                f"{what}: unknown option {name!r} in the {source}{hint}; "
+                f"valid options: {', '.join(sorted(valid))}"
+            )
+    values: dict[str, Any] = {}
+    namespace = "default"
+    for name in valid:
+        kind = TEXT if name == "namespace" else fields[name].metadata["kind"]
+        parsed: list[Any] = []
+        for source, given in (("URL", query), ("OPTIONS", options)):
+            if name not in given:
+                continue
+            try:
+                parsed.append(kind.parse(given[name]))
+            except ValueError as exc:
+                raise ConfigurationError(
+                    f"{what}: option {name!r} (in the {source}) {exc}, "
+                    f"got {_shown(name, given[name])}"
+                ) from None
+        if not parsed:
+            continue
+        if len(parsed) == 2 and parsed[0] != parsed[1]:
+            raise ConfigurationError(
+                f"{what}: option {name!r} is given both in the URL ({_shown(name, query[name])}) "
+                f"and in OPTIONS ({_shown(name, options[name])}); give it once"
+            )
+        if name == "namespace":
+            namespace = parsed[-1]
+        else:
+            values[name] = parsed[-1]
+    return namespace, declared(**values)
