@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import base64
 import gc
+import importlib.util
 import logging
 import smtplib
 import socket
@@ -11,6 +13,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -203,6 +206,48 @@ def test_greeting_stall(server):
     with pytest.raises(smtplib.SMTPServerDisconnected) as err:
         client(server, timeout=SHORT)
     assert timed_out(err)
+
+
+def test_greeting_stall_then_banner_keeps_what_the_client_said_early(server):
+    server.fault("greeting", action="stall", seconds=STALL, times=1)
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        f = sock.makefile("rb")
+        sock.sendall(b"NOOP\r\n")  # before the banner: held, then read by the session
+        assert raw_reply(f).startswith(b"220 ")
+        assert raw_reply(f).startswith(b"250 ")
+        f.close()
+    assert send(server) == {}
+
+
+def test_greeting_stall_then_reply(server):
+    server.fault("greeting", "421 4.3.2 Busy", action="stall", seconds=0.05)
+    with pytest.raises(smtplib.SMTPConnectError) as err:
+        client(server)
+    assert err.value.smtp_code == 421
+
+
+def test_client_hanging_up_during_a_greeting_stall(server):
+    server.fault("greeting", action="stall", seconds=STALL, times=1)
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(100) == b""  # the server closes rather than greet nobody
+    assert send(server) == {}
+
+
+@pytest.mark.parametrize("reply", ["554 5.7.1 Go away", None])
+def test_greeting_faults_over_implicit_tls(tls, reply):
+    with FaultySMTPServer(implicit_tls_context=tls[0]) as s:
+        if reply:
+            s.fault("greeting", reply)
+        else:
+            s.fault("greeting", action="drop")
+        with pytest.raises(smtplib.SMTPException) as err:  # after the handshake succeeded
+            smtplib.SMTP_SSL(s.host, s.port, context=tls[1], timeout=5)
+        if reply:
+            assert isinstance(err.value, smtplib.SMTPConnectError)
+            assert err.value.smtp_code == 554
+        else:
+            assert isinstance(err.value, smtplib.SMTPServerDisconnected)
 
 
 # -- envelope ---------------------------------------------------------------------------
@@ -463,6 +508,23 @@ def test_require_auth():
             assert c.sendmail("f@example.com", ["t@example.com"], MESSAGE) == {}
 
 
+def test_auth_fault_meets_only_an_auth_that_would_start(tls):
+    with FaultySMTPServer(auth={"a": "b"}, starttls_context=tls[0]) as s, client(s) as c:
+        fault = s.fault("auth", "454 4.7.0 Temporary authentication failure")
+        assert c.docmd("AUTH", "PLAIN AGEAYg==")[0] == 503  # no EHLO yet
+        c.ehlo()
+        assert c.docmd("AUTH", "PLAIN AGEAYg==")[0] == 538  # not before STARTTLS
+        c.starttls(context=tls[1])
+        c.ehlo()
+        assert c.docmd("AUTH", "CRAM-MD5")[0] == 504  # not offered
+        assert c.docmd("AUTH", "PLAIN AGEAYg==")[0] == 454
+        assert fault.fired == 1
+        assert c.docmd("AUTH", "PLAIN AGEAYg==")[0] == 454
+        s.clear_faults()
+        assert c.docmd("AUTH", "PLAIN AGEAYg==")[0] == 235
+        assert c.docmd("AUTH", "PLAIN AGEAYg==")[0] == 503  # already authenticated
+
+
 @pytest.mark.parametrize("stage", ["auth", "starttls"])
 def test_drop_at_tls_and_auth(stage, tls):
     with FaultySMTPServer(auth={"a": "b"}, starttls_context=tls[0]) as s, client(s) as c:
@@ -579,6 +641,23 @@ def test_stops_cleanly_with_stalled_and_half_open_connections(tls):
     gc.collect()  # an unclosed transport or socket would warn here, and warnings are errors
 
 
+def test_stops_cleanly_with_a_connection_held_before_its_greeting():
+    threads = server_threads()
+    s = FaultySMTPServer()
+    s.start()
+    s.fault("greeting", action="stall", seconds=30, times=1)
+    held = socket.create_connection((s.host, s.port))
+    with client(s) as c:  # greeted, so the held one before it met the stall
+        c.noop()
+    started = time.monotonic()
+    s.stop()
+    assert time.monotonic() - started < 3
+    assert held.recv(100) == b""
+    assert server_threads() == threads
+    held.close()
+    gc.collect()
+
+
 def test_restart_keeps_the_port_and_the_record():
     s = FaultySMTPServer()
     s.start()
@@ -649,3 +728,131 @@ def test_listens_on_a_chosen_port():
         with smtplib.SMTP(server.host, server.port, timeout=5) as client:
             client.sendmail("a@example.com", ["b@example.com"], b"Subject: x\r\n\r\nbody\r\n")
         assert len(server.messages) == 1
+
+
+# -- aiosmtpd through its public surface only ---------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def aiosmtpd_private_names() -> set[str]:
+    """Every ``_name`` aiosmtpd's own code defines or touches (its tests and docs aside)."""
+    spec = importlib.util.find_spec("aiosmtpd")
+    assert spec is not None and spec.origin is not None, "aiosmtpd is a test dependency"
+    names = set()
+    for path in Path(spec.origin).parent.rglob("*.py"):
+        if {"tests", "testing", "docs", "qa"} & set(path.parts):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute):
+                names.add(node.attr)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.Name):
+                names.add(node.id)
+    return {n for n in names if private(n)}
+
+
+def imports_aiosmtpd(tree: ast.AST) -> bool:
+    return any(
+        (isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "aiosmtpd")
+        or (isinstance(n, ast.Import) and any(a.name.split(".")[0] == "aiosmtpd" for a in n.names))
+        for n in ast.walk(tree)
+    )
+
+
+def private_uses(source: str, theirs: set[str]) -> list[str]:
+    """Where ``source`` touches aiosmtpd's private names, one line per use.
+
+    Caught: importing a ``_`` name from aiosmtpd; in a class derived from an aiosmtpd class,
+    defining or touching any ``self._x`` (it would share aiosmtpd's namespace); anywhere,
+    ``obj._x`` or ``getattr(obj, "_x")`` on another object where ``_x`` is aiosmtpd's.
+    """
+    tree = ast.parse(source)
+    found: list[str] = []
+    from_aiosmtpd: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("aiosmtpd"):
+            for alias in node.names:
+                from_aiosmtpd.add(alias.asname or alias.name)
+                if private(alias.name):
+                    found.append(f"line {node.lineno}: imports {alias.name}")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and any(
+            isinstance(b, ast.Name) and b.id in from_aiosmtpd for b in node.bases
+        ):
+            for inner in ast.walk(node):
+                if isinstance(inner, (ast.FunctionDef, ast.AsyncFunctionDef)) and private(
+                    inner.name
+                ):
+                    found.append(f"line {inner.lineno}: overrides {inner.name}")
+                elif (
+                    isinstance(inner, ast.Attribute)
+                    and isinstance(inner.value, ast.Name)
+                    and inner.value.id == "self"
+                    and private(inner.attr)
+                ):
+                    found.append(f"line {inner.lineno}: uses self.{inner.attr}")
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr in theirs
+            and not (isinstance(node.value, ast.Name) and node.value.id == "self")
+        ):
+            found.append(f"line {node.lineno}: reaches into .{node.attr}")
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "setattr", "hasattr", "delattr")
+            and len(node.args) > 1
+            and isinstance(node.args[1], ast.Constant)
+            and node.args[1].value in theirs
+        ):
+            found.append(f"line {node.lineno}: {node.func.id} {node.args[1].value}")
+    return sorted(set(found))
+
+
+def project_files_using_aiosmtpd() -> list[Path]:
+    found = []
+    for top in ("mailqueue_core", "mailqueue_stores", "mailqueue_transports", "bench", "tests"):
+        for path in sorted((REPO / top).rglob("*.py")):
+            if imports_aiosmtpd(ast.parse(path.read_text(encoding="utf-8"))):
+                found.append(path)
+    return found
+
+
+def test_the_private_name_check_catches_the_old_ways():
+    old_ways = (
+        "from aiosmtpd.smtp import SMTP, _Missing\n"
+        "class Session(SMTP):\n"
+        "    async def _handle_client(self):\n"
+        "        await self._reader.read(1)\n"
+        "        await super()._handle_client()\n"
+        "def peek(server):\n"
+        "    return server._handle_hooks, getattr(server, '_tls_protocol')\n"
+    )
+    assert private_uses(old_ways, aiosmtpd_private_names()) == [
+        "line 1: imports _Missing",
+        "line 3: overrides _handle_client",
+        "line 4: uses self._reader",
+        "line 5: reaches into ._handle_client",
+        "line 7: getattr _tls_protocol",
+        "line 7: reaches into ._handle_hooks",
+    ]
+
+
+def test_nothing_here_touches_aiosmtpd_private_names():
+    files = project_files_using_aiosmtpd()
+    kit = REPO / "mailqueue_core" / "testing"
+    assert {kit / "smtpserver.py", kit / "smtpsession.py"} <= set(files)
+    theirs = aiosmtpd_private_names()
+    found = {
+        str(path.relative_to(REPO)): uses
+        for path in files
+        if (uses := private_uses(path.read_text(encoding="utf-8"), theirs))
+    }
+    assert found == {}

@@ -31,33 +31,25 @@ N of a transaction; a new MAIL FROM starts counting again)::
 
     server.fault("rcpt", "452 4.5.3 Too many recipients", max_recipients=1000)
 
-This module also holds the aiosmtpd session and handler that act the faults out. The fault
-table is shared between the test's thread and the server's event loop, hence its lock.
+How each stage is acted out on aiosmtpd is in ``mailqueue_core.testing.smtpsession``.
+The fault table is shared between the test's thread and the server's event loop, hence its
+lock.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
-
-from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 
 __all__ = [
     "ACTIONS",
     "STAGES",
     "Fault",
-    "FaultHandler",
     "FaultTable",
-    "FaultySession",
     "make_fault",
 ]
-
-log = logging.getLogger("mailqueue.testing.smtpserver")
 
 STAGES = ("connect", "greeting", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "dot")
 ACTIONS = ("reply", "drop", "stall", "refuse")
@@ -170,189 +162,3 @@ class FaultTable:
                         self._faults.remove(fault)
                     return fault
         return None
-
-
-class FaultySession(SMTP):
-    """aiosmtpd's SMTP session, with the faults aiosmtpd has no handler hook for.
-
-    ``index`` numbers the connection; ``live`` holds the sessions still connected, for the
-    server to close them when it stops.
-    """
-
-    def __init__(
-        self, handler: FaultHandler, index: int, live: set[FaultySession], **kwargs: Any
-    ) -> None:
-        super().__init__(handler, **kwargs)
-        self.faults = handler.faults
-        self.index = index
-        self.live = live
-        self.closed: asyncio.Future[None] = self.loop.create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        first = self.transport is None  # the second call comes after STARTTLS
-        super().connection_made(transport)
-        if first:
-            self.live.add(self)
-
-    def connection_lost(self, error: Exception | None) -> None:
-        super().connection_lost(error)
-        self.live.discard(self)
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()  # type: ignore[attr-defined]  # a Transport, typed as its base
-
-    @property
-    def tls(self) -> bool:
-        return (
-            self.transport is not None and self.transport.get_extra_info("ssl_object") is not None
-        )
-
-    async def hang_up(self, *, graceful: bool = False) -> NoReturn:
-        """Close the connection without a word; connection_lost then cancels this session."""
-        assert self.transport is not None
-        if graceful:
-            self.transport.close()
-        else:
-            self.transport.abort()  # type: ignore[attr-defined]
-        await self.loop.create_future()
-        raise AssertionError("unreachable: the session task is cancelled")  # pragma: no cover
-
-    async def apply(self, fault: Fault | None) -> Any:
-        """Carry out a fault; return its reply, or MISSING to let aiosmtpd go on as usual."""
-        if fault is None:
-            return MISSING
-        if fault.action == "drop":
-            await self.hang_up()
-        if fault.seconds is not None:
-            await asyncio.sleep(fault.seconds)
-        if fault.reply is None:
-            return MISSING
-        if fault.closes:
-            await self.push(fault.reply)
-            await self.hang_up(graceful=True)
-        return fault.reply
-
-    async def _handle_client(self) -> None:
-        # aiosmtpd sends the banner itself, first thing in this coroutine.
-        reply = await self.apply(self.faults.take("greeting"))
-        if reply is not MISSING:
-            await self.push(reply)
-            await self.hang_up(graceful=True)
-        await super()._handle_client()
-
-    @syntax("STARTTLS", when="tls_context")
-    async def smtp_STARTTLS(self, arg: str) -> None:
-        if self.tls_context and not arg:
-            reply = await self.apply(self.faults.take("starttls"))
-            if reply is not MISSING:
-                await self.push(reply)
-                return
-        await super().smtp_STARTTLS(arg)
-
-    @syntax("DATA")
-    async def smtp_DATA(self, arg: str) -> None:
-        # Only a DATA that aiosmtpd would accept meets the fault (recipients imply
-        # EHLO, AUTH and MAIL went through).
-        if self.envelope is not None and self.envelope.rcpt_tos and not arg:
-            fault = self.faults.take("data")
-            if fault is not None and fault.action == "drop":
-                await self.push("354 End data with <CR><LF>.<CR><LF>")
-                await self._reader.read(1)  # some of the message is here, not all of it
-                await self.hang_up()
-            reply = await self.apply(fault)
-            if reply is not MISSING:
-                await self.push(reply)
-                return
-        await super().smtp_DATA(arg)
-
-
-class FaultHandler:
-    """aiosmtpd handler hooks: faults at EHLO, AUTH, MAIL, RCPT and the final dot.
-
-    ``deliver(session, envelope, dropped)`` takes each message that came in full: accepted,
-    or thrown away by a ``dot`` drop (``dropped=True``).
-    """
-
-    def __init__(
-        self,
-        faults: FaultTable,
-        *,
-        offer_auth: bool,
-        require_auth: bool,
-        deliver: Callable[[FaultySession, Envelope, bool], None],
-    ) -> None:
-        self.faults = faults
-        self.offer_auth = offer_auth
-        self.require_auth = require_auth
-        self.deliver = deliver
-
-    async def handle_EHLO(
-        self,
-        server: FaultySession,
-        session: Session,
-        envelope: Envelope,
-        hostname: str,
-        responses: list[str],
-    ) -> list[str]:
-        reply = await server.apply(self.faults.take("ehlo"))
-        if reply is not MISSING:
-            if reply.startswith("2"):
-                session.host_name = hostname
-            return [reply]
-        session.host_name = hostname
-        if not self.offer_auth:
-            responses = [r for r in responses if not r.startswith("250-AUTH")]
-        return responses
-
-    async def handle_AUTH(
-        self, server: FaultySession, session: Session, envelope: Envelope, args: list[str]
-    ) -> Any:
-        return await server.apply(self.faults.take("auth"))
-
-    async def handle_MAIL(
-        self,
-        server: FaultySession,
-        session: Session,
-        envelope: Envelope,
-        address: str,
-        mail_options: list[str],
-    ) -> Any:
-        if self.require_auth and not session.authenticated:
-            return "530 5.7.0 Authentication required"
-        reply = await server.apply(self.faults.take("mail"))
-        if reply is not MISSING and reply.startswith("2"):
-            envelope.mail_from = address
-            envelope.mail_options.extend(mail_options)
-        return reply
-
-    async def handle_RCPT(
-        self,
-        server: FaultySession,
-        session: Session,
-        envelope: Envelope,
-        address: str,
-        rcpt_options: list[str],
-    ) -> Any:
-        reply = await server.apply(self.faults.take("rcpt", address, len(envelope.rcpt_tos)))
-        if reply is not MISSING and reply.startswith("2"):
-            envelope.rcpt_tos.append(address)
-        return reply
-
-    async def handle_DATA(
-        self, server: FaultySession, session: Session, envelope: Envelope
-    ) -> Any:
-        fault = self.faults.take("dot")
-        if fault is not None and fault.action == "drop":
-            self.deliver(server, envelope, True)
-        elif fault is None or fault.reply is None or fault.reply.startswith("2"):
-            # Delivered before a stall: a server that has the message keeps it even if the
-            # client gives up waiting for the 250 (the duplicate-on-timeout case).
-            self.deliver(server, envelope, False)
-        return await server.apply(fault)
-
-    async def handle_exception(self, error: Exception) -> str:
-        log.info("SMTP session error: %r", error)
-        return f"500 5.0.0 Error: {type(error).__name__}"

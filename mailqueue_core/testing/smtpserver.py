@@ -2,7 +2,9 @@
 
 :class:`FaultySMTPServer` runs aiosmtpd's SMTP protocol on 127.0.0.1 (a free port) in an
 event loop of its own thread, so plain blocking clients (smtplib, a transport, a flusher
-in a subprocess) talk to it as to any mail server::
+in a subprocess) talk to it as to any mail server. It drives aiosmtpd through its
+documented hooks only (``mailqueue_core.testing.smtpsession`` says which, stage by stage),
+so any aiosmtpd 1.x from 1.4.3 on serves::
 
     with FaultySMTPServer() as server:
         server.fault("rcpt", "550 5.1.1 No such user", recipients=["gone@example.com"])
@@ -44,17 +46,19 @@ from typing import Any, TypeVar
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from mailqueue_core.testing.smtpfaults import (
-    Fault,
+from mailqueue_core.testing.smtpfaults import Fault, FaultTable, make_fault
+from mailqueue_core.testing.smtpsession import (
+    MECHANISMS,
+    Connection,
     FaultHandler,
-    FaultTable,
     FaultySession,
-    make_fault,
+    Greeter,
 )
+from mailqueue_core.text import get_logger
 
 __all__ = ["FaultySMTPServer", "Received", "make_tls_contexts"]
 
-log = logging.getLogger("mailqueue.testing.smtpserver")
+log = get_logger("mailqueue.testing.smtpserver")
 
 _T = TypeVar("_T")
 _CONTROL_TIMEOUT = 10.0  # seconds a start, stop or fault change may take before it is a bug
@@ -153,7 +157,7 @@ class FaultySMTPServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._listener: socket.socket | None = None
-        self._live: set[FaultySession] = set()
+        self._live: set[Connection] = set()
         self._attaching: set[asyncio.Task[None]] = set()
         self._unattached: set[socket.socket] = set()
 
@@ -345,16 +349,17 @@ class FaultySMTPServer:
         self._unattached.discard(sock)  # from here on asyncio closes it
         try:
             await asyncio.get_running_loop().connect_accepted_socket(
-                partial(self._protocol, index), sock, ssl=self._implicit_tls
+                partial(Greeter, index, self._faults, self._live, self._session),
+                sock,
+                ssl=self._implicit_tls,
             )
         except OSError as exc:
             log.debug("connection %d: TLS handshake failed: %s", index, exc)
 
-    def _protocol(self, index: int) -> FaultySession:
+    def _session(self, connection: Connection) -> FaultySession:
         return FaultySession(
             self._handler,
-            index,
-            self._live,
+            connection,
             loop=asyncio.get_running_loop(),
             hostname="localhost",
             enable_SMTPUTF8=True,
@@ -362,7 +367,7 @@ class FaultySMTPServer:
             # Over implicit TLS aiosmtpd does not see a TLS layer of its own.
             auth_require_tls=self._starttls is not None,
             authenticator=self._authenticate if self._auth else None,
-            auth_exclude_mechanism=None if self._auth else ("LOGIN", "PLAIN"),
+            auth_exclude_mechanism=None if self._auth else MECHANISMS,
         )
 
     def _authenticate(
