@@ -4,8 +4,9 @@ The record holds the message's *structure* (what Django's ``EmailMessage``
 holds), not its rendered bytes: encoding a few fields as JSON costs tens of
 microseconds inside the web request, rendering costs a millisecond. The
 flusher renders the message when it delivers it (:mod:`mailqueue_core.convert`).
-A message whose class renders itself in its own way is rendered at enqueue and
-kept in ``raw``.
+A message whose structure cannot be kept as JSON (its class renders itself in
+its own way, or its ``encoding`` is a :class:`email.charset.Charset`) is
+rendered at enqueue and kept in ``raw``.
 
 ``Message-ID`` and ``Date`` are fixed in ``headers`` at enqueue, so every
 delivery attempt sends the same message.
@@ -21,23 +22,26 @@ __all__ = ["Attachment", "Part", "QueuedMessage"]
 
 
 @dataclasses.dataclass(frozen=True)
-class Part:
-    """An alternative body, or an attachment given as (filename, content, mimetype).
+class MimePart:
+    """A MIME part or message object (Python's ``email`` package): kept whole, as its bytes."""
 
-    ``content`` is ``str`` for text and ``bytes`` otherwise. ``filename`` may be
-    a (charset, language, filename) triple, as Django allows.
-    """
-
-    content: str | bytes
-    mimetype: str
-    filename: str | tuple[str, str, str] | None = None
+    raw: bytes
 
 
 @dataclasses.dataclass(frozen=True)
-class MimePart:
-    """An attachment that was a MIME part object: kept whole, as its bytes."""
+class Part:
+    """An alternative body, or an attachment given as (filename, content, mimetype).
 
-    raw: bytes
+    ``content`` is ``str`` for text and ``bytes`` otherwise; for a
+    ``message/rfc822`` attachment it may be the attached message: a
+    :class:`MimePart` for a Python email message, a :class:`QueuedMessage` for
+    a Django one (its structure, rendered with the message that carries it).
+    ``filename`` may be a (charset, language, filename) triple, as Django allows.
+    """
+
+    content: str | bytes | MimePart | QueuedMessage
+    mimetype: str
+    filename: str | tuple[str, str, str] | None = None
 
 
 Attachment = Part | MimePart
@@ -65,6 +69,7 @@ class QueuedMessage:
     subtypes: dict[str, str] = dataclasses.field(default_factory=dict)
     """Instance overrides of ``content_subtype``, ``mixed_subtype``, ``alternative_subtype``."""
     encoding: str | None = None
+    """A charset name; a ``Charset`` object's message is kept in ``raw``, with its name here."""
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Attributes that providers' backends read (anymail's ``tags``, ``metadata``...)."""
     raw: bytes | None = None

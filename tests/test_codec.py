@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import decimal
 import json
@@ -15,9 +16,30 @@ from mailqueue_core.errors import CodecError
 from mailqueue_core.message import MimePart, Part, QueuedMessage
 from mailqueue_core.store import Record
 
-text = st.text(max_size=200)
+# Any code point, lone surrogates included (text decoded with surrogateescape).
+text = st.text(st.characters(exclude_categories=()), max_size=200)
 address = st.emails().map(str)
 content = st.one_of(text, st.binary(max_size=500))
+
+
+@st.composite
+def attached_messages(draw) -> QueuedMessage:
+    """A Django message attached as message/rfc822: content only, no queue id or state."""
+    return QueuedMessage(
+        from_email=draw(text),
+        envelope_from="",
+        recipients=[],
+        subject=draw(text),
+        body=draw(text),
+        to=draw(st.lists(text, max_size=2)),
+        headers=draw(st.dictionaries(text, text, max_size=3)),
+        attachments=draw(st.lists(st.builds(Part, content, text), max_size=2)),
+        encoding=draw(st.one_of(st.none(), st.just("iso-8859-1"))),
+        id="",
+    )
+
+
+rfc822 = st.just("message/rfc822")
 
 
 @st.composite
@@ -41,6 +63,8 @@ def messages(draw) -> QueuedMessage:
                     st.builds(Part, content, text, st.one_of(st.none(), text)),
                     st.builds(Part, content, text, st.tuples(text, text, text)),
                     st.builds(MimePart, st.binary(max_size=300)),
+                    st.builds(Part, st.builds(MimePart, st.binary(max_size=300)), rfc822),
+                    st.builds(Part, attached_messages(), rfc822, st.one_of(st.none(), text)),
                 ),
                 max_size=4,
             )
@@ -75,6 +99,39 @@ def test_any_message_round_trips(message):
     assert codec.decode(record) == message
     # Byte for byte: encoding the decoded message gives the same record.
     assert codec.encode(codec.decode(record)) == record.data
+    record.data.decode("utf-8")  # valid UTF-8 even for lone surrogates
+
+
+def test_a_record_is_written_in_the_oldest_version_that_holds_it():
+    plain = QueuedMessage("a@x.com", "a@x.com", ["b@x.com"], attachments=[MimePart(b"x")])
+    assert json.loads(codec.encode(plain))["v"] == 1  # a release that reads only 1 reads it
+    child = QueuedMessage("a@x.com", "", [], body="inner", id="")
+    nested = QueuedMessage(
+        "a@x.com", "a@x.com", ["b@x.com"], attachments=[Part(child, "message/rfc822")]
+    )
+    doc = json.loads(codec.encode(nested))
+    assert doc["v"] == 2 == codec.VERSION
+    assert doc["attachments"] == [
+        {"mimetype": "message/rfc822", "email": {"from": "a@x.com", "env_from": "", "rcpts": [],
+                                                 "body": "inner"}}
+    ]  # fmt: skip
+    assert codec.decode(Record("id1", json.dumps(doc).encode(), 1.0, 1.0)) == dataclasses.replace(
+        nested, id="id1", created=1.0, due=1.0
+    )
+
+
+def test_lone_surrogates_are_written_as_json_escapes():
+    body = "F\udcf6\udcf6 b\udce4r"  # iso-8859-1 bytes decoded with surrogateescape
+    msg = QueuedMessage("a@x.com", "a@x.com", ["b@x.com"], body=body, extra={"note": body})
+    data = codec.encode(msg)
+    assert data.isascii() and b"\\udcf6" in data
+    back = codec.decode(Record("id1", data, 1.0, 1.0))
+    assert back.body == body and back.extra == {"note": body}
+
+
+def test_extra_problem_says_why_a_value_cannot_be_kept():
+    assert codec.extra_problem({"tags": ["a"], "when": datetime.date(2026, 1, 2)}) is None
+    assert "not JSON serializable" in codec.extra_problem(object())
 
 
 def test_extra_values_keep_their_types():
@@ -118,7 +175,8 @@ GOOD = {"v": 1, "from": "a@x.com", "env_from": "a@x.com", "rcpts": ["b@x.com"]}
         (b'{"v": 1, "from"', "not valid JSON"),
         (b"\xff\xfe", "not valid JSON"),
         ([1, 2], "not a JSON object"),
-        ({**GOOD, "v": 2}, "codec version 2"),
+        ({**GOOD, "v": 3}, "codec version 3; this release reads 1, 2"),
+        ({**GOOD, "v": True}, "codec version True"),
         ({k: v for k, v in GOOD.items() if k != "v"}, "codec version None"),
         ({**GOOD, "from": 5}, "'from' must be a string"),
         ({**GOOD, "rcpts": "b@x.com"}, "'rcpts' must be a list of strings"),
@@ -130,6 +188,18 @@ GOOD = {"v": 1, "from": "a@x.com", "env_from": "a@x.com", "rcpts": ["b@x.com"]}
         ({**GOOD, "attachments": [{"mimetype": "a/b", "text": "x", "filename": ["a"]}]}, "three"),
         ({**GOOD, "attachments": [{"mimetype": "a/b", "text": "x", "filename": 5}]}, "filename"),
         ({**GOOD, "alternatives": [{"mimetype": "text/html", "b64": 7}]}, "must be a string"),
+        (
+            {**GOOD, "v": 2, "attachments": [{"mimetype": "message/rfc822", "email": 5}]},
+            "an attached message must be an object",
+        ),
+        (
+            {**GOOD, "v": 2, "attachments": [{"mimetype": "message/rfc822", "email": {"to": 5}}]},
+            "'to' must be a list of strings",
+        ),
+        (
+            {**GOOD, "v": 2, "attachments": [{"mimetype": "message/rfc822", "message": "%"}]},
+            "malformed field",
+        ),
     ],
 )
 def test_bad_records_raise_codec_error_with_reason(data, reason):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 import email
+import email.message
+import email.policy
 import time
 import uuid
 
@@ -36,7 +38,7 @@ def test_fields_survive():
         cc=["c@example.com"],
         bcc=["b@example.com"],
         reply_to=["r@example.com"],
-        headers={"X-Tag": 5},
+        headers={"X-Tag": gettext_lazy("5")},
     )
     m.attach_alternative("<p>hi</p>", "text/html")
     m.attach("Grüße.txt", "text", "text/plain")
@@ -61,6 +63,33 @@ def test_message_attachments():
     m.attach("parsed.eml", parsed, "message/rfc822")
     rendered = convert.render(codec.decode(codec.to_record(convert.capture(m))))
     assert b"Subject: Inner" in rendered and b"Subject: parsed" in rendered
+
+
+def test_attached_messages_come_back_as_the_objects_they_were():
+    inner = EmailMessage("Inner", "inner body", "a@example.com", ["b@example.com"])
+    inner.tags = ["inner"]
+    parsed = email.message_from_string("Subject: parsed\n\nparsed body")
+    m = EmailMessage("Outer", "outer", "a@example.com", ["b@example.com"])
+    m.attach("inner.eml", inner, "message/rfc822")
+    m.attach("parsed.eml", parsed, "message/rfc822")
+    back = through_the_queue(m)
+    (_, django_child, _), (_, python_child, _) = back.attachments
+    # A provider's backend reads a Django message attached, as the site gave it.
+    assert isinstance(django_child, EmailMessage) and django_child.subject == "Inner"
+    assert django_child.tags == ["inner"]
+    assert {"Date", "Message-ID"} <= set(django_child.extra_headers)
+    assert isinstance(python_child, email.message.Message)
+    assert python_child["Subject"] == "parsed"
+
+
+def test_a_message_rendered_at_enqueue_is_written_out_as_rendered():
+    q = convert.capture(SelfRendering("S", "B", "a@example.com", ["b@example.com"]))
+    back = convert.to_django(codec.decode(codec.to_record(q)))
+    assert isinstance(back, convert.RawEmailMessage)
+    assert back.message()["X-Custom"] == "yes"
+    assert back.message().as_bytes(linesep="\r\n") == q.raw  # Django < 6.0's SMTP backend
+    assert back.message(policy=email.policy.SMTP).as_bytes() == q.raw  # Django >= 6.0's
+    assert back.message().as_bytes() == q.raw.replace(b"\r\n", b"\n")
 
 
 def test_extra_attributes_reach_the_wrapped_backend():
