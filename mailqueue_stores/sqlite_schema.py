@@ -17,7 +17,7 @@ import time
 
 from mailqueue_core.errors import ConfigurationError
 
-__all__ = ["CLAIM", "SCHEMA_VERSION", "enable_wal", "ensure_schema"]
+__all__ = ["CLAIM", "CLAIM_UNTIMED", "SCHEMA_VERSION", "enable_wal", "ensure_schema"]
 
 SCHEMA_VERSION = 2  # 2: rate-limit buckets and connection slots
 
@@ -77,10 +77,19 @@ _VERSION = "SELECT value FROM mailqueue_meta WHERE key = 'schema_version'"
 #: The claim query: parameters ``(namespace, now, limit)``. Public so that a
 #: test can show its query plan reads the index, not the table.
 CLAIM = (
-    "SELECT id, record_due, created, attempts, last_error, data FROM mailqueue_queue"
+    "SELECT rowid, id, record_due, created, attempts, last_error, data FROM mailqueue_queue"
     " WHERE namespace = ? AND due <= ? ORDER BY due, rowid LIMIT ?"
 )
-TAKE = "UPDATE mailqueue_queue SET due = ?, token = ? WHERE namespace = ? AND id = ?"
+#: Rows whose ``due`` is a text or a blob (written by hand): SQLite sorts them
+#: after every number, so ``due <= now`` never finds them; this finds them at
+#: the end of the same index. Parameters ``(namespace, limit)``.
+CLAIM_UNTIMED = (
+    "SELECT rowid, id, record_due, created, attempts, last_error, data FROM mailqueue_queue"
+    " WHERE namespace = ? AND due >= '' ORDER BY due, rowid LIMIT ?"
+)
+# By rowid: the row was just read in the same transaction. An id that could
+# not address its row again (not clean text) is replaced at the same time.
+TAKE = "UPDATE mailqueue_queue SET due = ?, token = ?, id = ? WHERE rowid = ?"
 
 ENQUEUE = (
     "INSERT OR IGNORE INTO mailqueue_queue"
@@ -97,23 +106,26 @@ RELEASE = (
     "UPDATE mailqueue_queue SET due = record_due, token = NULL"
     " WHERE namespace = ? AND id = ? AND token = ?"
 )
-BURY = (
-    "INSERT OR REPLACE INTO mailqueue_dead"
-    " (namespace, id, buried, reason, created, due, attempts, last_error, data)"
-    " SELECT namespace, id, ?, ?, created, record_due, attempts, ?, data"
-    " FROM mailqueue_queue WHERE namespace = ? AND id = ? AND token = ?"
+HELD = (
+    "SELECT rowid, record_due, created, attempts, last_error, data FROM mailqueue_queue"
+    " WHERE namespace = ? AND id = ? AND token = ?"
 )
+DELETE_ROW = "DELETE FROM mailqueue_queue WHERE rowid = ?"
 ADD_DEAD = (
     "INSERT OR REPLACE INTO mailqueue_dead"
     " (namespace, id, buried, reason, created, due, attempts, last_error, data)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# A ``due`` that is not a number (a damaged row) counts as due: CLAIM_UNTIMED
+# claims it. A held row whose lease expired is stuck until it is claimed again.
 STATS = (
-    "SELECT COALESCE(SUM(due <= :now), 0),"
-    " COALESCE(SUM(due > :now AND token IS NULL), 0),"
-    " COALESCE(SUM(due > :now AND token IS NOT NULL), 0),"
-    " MIN(CASE WHEN due <= :now THEN created END)"
-    " FROM mailqueue_queue WHERE namespace = :namespace"
+    "SELECT COALESCE(SUM(NOT held AND NOT later), 0), COALESCE(SUM(NOT held AND later), 0),"
+    " COALESCE(SUM(held AND later), 0), COALESCE(SUM(held AND NOT later), 0),"
+    " MIN(CASE WHEN NOT held AND NOT later AND typeof(created) IN ('integer', 'real')"
+    " THEN created END)"
+    " FROM (SELECT token IS NOT NULL AS held, created,"
+    " typeof(due) IN ('integer', 'real') AND due > :now AS later"
+    " FROM mailqueue_queue WHERE namespace = :namespace)"
 )
 COUNT_DEAD = "SELECT COUNT(*) FROM mailqueue_dead WHERE namespace = ?"
 DEAD_LETTERS = (

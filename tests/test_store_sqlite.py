@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 
 from mailqueue_core.errors import ConfigurationError, StoreUnavailable
-from mailqueue_core.testing import StoreContract, make_record, store_model_test
+from mailqueue_core.store import Store
+from mailqueue_core.testing import Damage, StoreContract, make_record, store_model_test
 from mailqueue_stores.sqlite import SQLiteStore
-from mailqueue_stores.sqlite_schema import CLAIM, SCHEMA_VERSION
+from mailqueue_stores.sqlite_schema import CLAIM, CLAIM_UNTIMED, SCHEMA_VERSION
+from tests.test_sqlite_damage import damage
 
 LEASE = 300.0
 NOW = 1_700_000_000.0
@@ -28,6 +30,10 @@ def url(path: Path, query: str = "") -> str:
 
 
 class TestSQLiteStore(StoreContract):
+    def damage(self, store: Store, record_id: str, how: Damage) -> None:
+        assert isinstance(store, SQLiteStore)
+        damage(store, record_id, how)  # a raw sqlite3 connection on store.path
+
     @pytest.fixture
     def store(self, tmp_path):
         s = SQLiteStore(url(tmp_path / "queue.db"), namespace="test")
@@ -304,6 +310,17 @@ def test_claim_query_reads_the_due_index(store):
         assert plan == [
             "SEARCH mailqueue_queue USING INDEX mailqueue_queue_due (namespace=? AND due<?)"
         ], plan
+
+
+def test_the_look_for_rows_with_unreadable_due_times_reads_the_end_of_the_index(store):
+    store.enqueue([make_record(NOW + i) for i in range(100)])
+    store.fetch_due(NOW, 10, LEASE)
+    with sqlite3.connect(store.path) as conn:
+        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + CLAIM_UNTIMED, ("t", 10))]
+    conn.close()
+    assert plan == [
+        "SEARCH mailqueue_queue USING INDEX mailqueue_queue_due (namespace=? AND due>?)"
+    ], plan
 
 
 def _claim_steps(path: str) -> int:
