@@ -14,7 +14,6 @@ keys in lower case (``store``, ``transport``, ``namespace``...); they override
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -28,10 +27,11 @@ from mailqueue_core.django_settings import get_config, get_store
 from mailqueue_core.errors import ConfigurationError, MessageTooLarge, StoreUnavailable
 from mailqueue_core.signals import message_queued
 from mailqueue_core.store import Record
+from mailqueue_core.text import get_logger
 
 __all__ = ["EmailBackend"]
 
-logger = logging.getLogger("mailqueue.backend")
+logger = get_logger("mailqueue.backend")
 
 _OPTION_KEYS = {key.lower(): key for key in DEFAULTS}
 
