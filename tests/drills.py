@@ -1,20 +1,34 @@
-"""Shared pieces of the multi-process drills: queue N numbered mails, run flushers, count."""
+"""Shared pieces of the multi-process drills: queue N numbered mails, run flushers (one
+of them with its clock off), count.
+
+``python -m tests.drills STORE_URL SMTP_PORT SKEW`` is the skewed flusher
+(:func:`start_skewed_flusher`).
+"""
 
 from __future__ import annotations
 
 import collections
+import dataclasses
+import json
+import logging
 import os
 import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
+from django.conf import settings
 from django.core.mail import EmailMessage
 from django.test import override_settings
 
 from mailqueue_core.backend import EmailBackend
+from mailqueue_core.flusher import Flusher
+from mailqueue_core.plugins import make_store, make_transport
 
+REPO = str(Path(__file__).resolve().parents[1])
 SUBJECT = re.compile(rb"^Subject: drill (\d+)\r?$", re.MULTILINE)
 
 
@@ -94,3 +108,45 @@ def finish(processes: list[subprocess.Popen], timeout: float = 120) -> list[tupl
 def kill(process: subprocess.Popen) -> None:
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=30)
+
+
+# -- a flusher whose clock is off --------------------------------------------------------
+
+
+def start_skewed_flusher(
+    store_url: str, smtp_port: int, skew: float, log: Path
+) -> subprocess.Popen[str]:
+    """A flusher process whose clock is ``skew`` seconds off (``Flusher(clock=...)``).
+
+    It sets itself up, then waits for a line on its stdin before it claims
+    anything, so that a drill decides when it joins in (``communicate("go")``).
+    Its result is one JSON line on stdout; its log goes to ``log``.
+    """
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), REPO])}
+    with log.open("w") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.drills", store_url, str(smtp_port), str(skew)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env=env,
+        )
+
+
+def _skewed_flush(store_url: str, smtp_port: int, skew: float) -> None:
+    settings.configure()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    store = make_store(store_url)
+    transport = make_transport(f"smtp://127.0.0.1:{smtp_port}?timeout=10")
+    flusher = Flusher(store, transport, clock=lambda: time.time() + skew)
+    sys.stdin.readline()
+    try:
+        result = flusher.flush()
+    finally:
+        store.close()
+    print(json.dumps(dataclasses.asdict(result)), flush=True)
+
+
+if __name__ == "__main__":
+    _skewed_flush(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]))

@@ -60,6 +60,30 @@ class FlusherProcess:
         self.popen.wait(timeout=30)
         return was_running and self.popen.returncode == -signal.SIGKILL
 
+    def group_alive(self) -> bool:
+        """Whether any process of its group (it, its ``--workers``) still runs.
+
+        Read from /proc, where an exited process that no one has reaped yet
+        (a zombie, which ``killpg(group, 0)`` would still find) shows as such.
+        """
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # it ended while we looked
+            state, pgrp = fields[0], int(fields[2])
+            if pgrp == self.popen.pid and state not in ("Z", "X"):
+                return True
+        return False
+
+    def kill_group(self) -> None:
+        """SIGCONT then SIGKILL to it and its workers, whatever state they are in."""
+        for signum in (signal.SIGCONT, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signum)
+        if self.popen.poll() is None:
+            self.popen.wait(timeout=30)
+
     def wait(self, timeout: float) -> int:
         return self.popen.wait(timeout=timeout)
 
@@ -68,7 +92,8 @@ class FlusherProcess:
 
 
 class Flushers:
-    """Starts flusher processes in ``directory``; on exit none of them is left running."""
+    """Starts flusher processes in ``directory``; on exit none of them (nor any of
+    their workers) is left running."""
 
     def __init__(self, directory: Path, module: str, *extra: str) -> None:
         self.directory = directory
@@ -81,8 +106,13 @@ class Flushers:
     def start(self) -> FlusherProcess:
         log = self.directory / f"flusher-{len(self.started)}.log"
         with log.open("wb") as err:
+            # A group of its own, so that its --workers can be found and ended with it.
             popen = subprocess.Popen(
-                self.command, stdout=subprocess.DEVNULL, stderr=err, env=self.env
+                self.command,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=self.env,
+                start_new_session=True,
             )
         process = FlusherProcess(popen, log)
         self.started.append(process)
@@ -93,9 +123,7 @@ class Flushers:
 
     def __exit__(self, *exc_info: object) -> None:
         for process in self.started:
-            if process.running:
-                process.signal(signal.SIGCONT)  # a frozen one cannot die until it runs
-                process.kill()
+            process.kill_group()  # a frozen one is let run first, or it could not die
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:

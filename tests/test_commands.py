@@ -170,8 +170,9 @@ class FakeTTY(io.StringIO):
         return True
 
 
-def test_progress_on_a_terminal_and_quiet_under_cron(conf):
+def test_progress_on_a_terminal_and_quiet_under_cron(conf, monkeypatch):
     from mailqueue_core import commands
+    from mailqueue_core.commands.output import Progress
 
     send(3)
     err = FakeTTY()
@@ -185,11 +186,8 @@ def test_progress_on_a_terminal_and_quiet_under_cron(conf):
         workers=1,
         quiet=False,
     )
-    commands._Progress.every = 0  # show every step in this test
-    try:
-        code = commands.run(options, lambda: get_config(), stdout=out, stderr=err)
-    finally:
-        commands._Progress.every = 0.5
+    monkeypatch.setattr(Progress, "every", 0)  # show every step in this test
+    code = commands.run(options, lambda: get_config(), stdout=out, stderr=err)
     assert code == 0
     assert "\r1 sent, 0 deferred, 0 buried" in err.getvalue()
     assert out.getvalue().startswith("sent 3,")
@@ -227,3 +225,62 @@ def test_a_failing_receiver_does_not_stop_deliveries(conf, caplog):
         message_sent.disconnect(broken)
     assert code == 0 and out.startswith("sent 2,")
     assert any("receiver bug" in r.getMessage() for r in caplog.records)
+
+
+def _strand_one(conf):
+    """A message held by a claim whose lease ran out long ago: a flusher died with it."""
+    from tests.helpers import record
+
+    store = get_store(conf["STORE"], "default")
+    now = time.time()
+    store.enqueue([record(created=now - 2000)])
+    (claim,) = store.fetch_due(now - 1000, 1, 10)
+    return claim.id
+
+
+def test_status_counts_stuck_messages_and_check_fails_on_them(conf):
+    _strand_one(conf)
+    code, out, _ = manage("status")
+    assert code == 0
+    assert "in flight    0\nstuck        1\n" in out
+    assert json.loads(manage("status", "--json")[1])["stuck"] == 1
+    code, _, err = manage("status", "--check")
+    assert code == 1
+    assert "1 message(s) stuck: held past their lease" in err
+    assert manage("status", "--check", "--max-stuck", "1")[0] == 0
+    assert manage("flush")[0] == 0  # a running flusher takes it back
+    assert json.loads(manage("status", "--json")[1])["stuck"] == 0
+    assert len(mail.outbox) == 1
+
+
+def test_status_check_thresholds_refuse_negative_counts(conf):
+    from django.core.management import CommandError
+
+    with pytest.raises(CommandError, match="--max-stuck: must be 0 or more"):
+        manage("status", "--check", "--max-stuck", "-1")
+
+
+class HungUpTTY(FakeTTY):
+    """A terminal that went away (SIGHUP): writing to it fails."""
+
+    def write(self, text):
+        raise OSError(5, "Input/output error")
+
+
+def test_a_terminal_that_hangs_up_does_not_stop_the_flush(conf, monkeypatch):
+    from mailqueue_core import commands
+    from mailqueue_core.commands.output import Progress
+
+    send(3)
+    monkeypatch.setattr(Progress, "every", 0)
+    options = argparse.Namespace(
+        subcommand="flush",
+        limit=None,
+        time_limit=None,
+        loop=False,
+        interval=5.0,
+        workers=1,
+        quiet=True,
+    )
+    assert commands.run(options, get_config, stdout=io.StringIO(), stderr=HungUpTTY()) == 0
+    assert len(mail.outbox) == 3

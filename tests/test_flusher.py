@@ -211,7 +211,7 @@ def test_partial_refusal_splits_recipients(store, clock):
     assert store.stats(clock.now).ready == 0
 
 
-def test_lease_running_out_gives_back_the_rest(store, clock):
+def test_lease_running_out_gives_back_the_rest(store, clock, caplog):
     store.enqueue([record(created=clock.now) for _ in range(5)])
 
     def slow(message):
@@ -219,11 +219,27 @@ def test_lease_running_out_gives_back_the_rest(store, clock):
         return Delivery()
 
     transport = ScriptedTransport(slow)
-    result = flusher(store, transport, clock, lease=300).flush(limit=5)
-    # 300 s lease, 60 s margin: sends at t=0, 100, 200; at t=300 the lease is gone.
-    assert result.sent == 3
+    result = flusher(store, transport, clock, lease=450).flush()
+    # 450 s lease, 60 s margin: sends at t=0..300; at t=400 the fifth is too close to
+    # its lease's end and goes back, so the next claim (at t=400, before that lease
+    # would have run out) can take it again.
+    assert any("is running out" in r.getMessage() for r in caplog.records)
+    assert (result.sent, transport.opened) == (5, 2)
     stats = store.stats(clock.now)
-    assert (stats.ready, stats.in_flight) == (2, 0)
+    assert (stats.ready, stats.in_flight, stats.stuck) == (0, 0, 0)
+
+
+def test_given_back_claims_do_not_count_towards_the_limit(store, clock):
+    store.enqueue([record(created=clock.now) for _ in range(5)])
+
+    def slow(message):
+        clock.advance(100)
+        return Delivery()
+
+    result = flusher(store, ScriptedTransport(slow), clock, lease=300).flush(limit=4)
+    # Sends at t=0, 100, 200; the fourth goes back at t=300 and is claimed again.
+    assert result.sent == 4
+    assert store.stats(clock.now).ready == 1
 
 
 def test_stop_event_finishes_message_in_hand_and_releases_rest(store, clock):
