@@ -3,9 +3,10 @@
 What it is
     A queue for sites that already run memcached and no Redis. memcached has no
     lists, sorted sets or key scans, evicts items when memory runs short and
-    forgets everything on restart; this store indexes messages in rings of
-    ``incr``-numbered slots per 10-second due-time bucket, claims by ``cas``,
-    and detects every loss it can (see ``docs/stores/memcached.rst``).
+    forgets everything on restart; this store keeps each message whole on one
+    server, indexes it in rings of ``incr``-numbered slots per 10-second
+    due-time bucket, claims by ``cas``, and reports every loss it can find (see
+    ``docs/stores/memcached.rst``).
 
 URL format
     ``memcached://host:port`` (port defaults to 11211), several servers as
@@ -23,40 +24,37 @@ Capabilities and what it can lose
     ``shared``, ``may_lose``. Not ``durable``: a restart empties memcached and
     an eviction can drop a message before it is sent. Such a loss is never
     silent: the message is logged at ERROR with its id, counted in
-    ``stats().lost`` and listed by ``dead_letters()`` with ``lost=True``. A
-    restart is reported by clients that were running before it, with the
-    number of messages they last saw queued (ids went with the server). A
-    record larger than ``max_item_size`` raises ``MessageTooLarge`` at enqueue.
-    Choose Redis or SQLite when mail must survive a restart.
+    ``stats().lost`` and listed by ``dead_letters()`` with ``lost=True``. With
+    several servers, a server restarted empty is reported exactly, by id, by
+    any client, even one started after the restart (each server's journal is
+    kept on another). With one server, a restart is reported by clients that
+    were running before it, with the number of messages they last saw queued.
+    A damaged record (a header or data item deleted, cut short or overwritten
+    behind the store's back) is handed to the flusher for burial with
+    ``record.damage`` set, or reported lost when nothing of its data is left.
+    A record larger than ``max_item_size`` raises ``MessageTooLarge`` at
+    enqueue. Choose Redis or SQLite when mail must survive a restart.
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
-from mailqueue_core.errors import LeaseLost, MessageTooLarge, StoreError
+from mailqueue_core.errors import MessageTooLarge, StoreError
 from mailqueue_core.store import Claim, DeadLetter, Record, Stats, Store
 from mailqueue_stores import memcached_config as config
 from mailqueue_stores.memcached_client import MemcachedClient
-from mailqueue_stores.memcached_dead import DEAD_DATA_GONE, DeadLetterBook
-from mailqueue_stores.memcached_layout import (
-    Keys,
-    decode,
-    encode,
-    header_for,
-    known_facts,
-    new_gen,
-    place,
-    record_from,
-)
-from mailqueue_stores.memcached_loss import LossLedger
-from mailqueue_stores.memcached_ring import Rings
-from mailqueue_stores.memcached_scan import Entry, Scanner, tombstone
+from mailqueue_stores.memcached_journal import Journal
+from mailqueue_stores.memcached_layout import Keys, as_int, decode_or_none, encode
+from mailqueue_stores.memcached_scan import Entry
+from mailqueue_stores.memcached_shard import Shard
 
-DATA_GONE = "its data was evicted from memcached before it was delivered"
+#: Rounds of claiming in one ``fetch_due`` when other flushers took our picks.
+ROUNDS = 4
 
 
 class MemcachedStore(Store):
@@ -68,18 +66,106 @@ class MemcachedStore(Store):
         super().__init__(location, namespace=settings.namespace)
         self.options = {k: v for k, v in options.items() if k != "namespace"}
         self.max_record_size = settings.max_item_size  # type: ignore[misc]
-        self._client = MemcachedClient(
-            settings.servers,
-            connect_timeout=settings.connect_timeout,
-            timeout=settings.timeout,
-        )
         self._keys = Keys(self.namespace)
-        self._rings = Rings(self._client, self._keys)
-        self._ledger = LossLedger(self._client, self._keys, self._rings, self.namespace)
-        self._scan = Scanner(self._client, self._keys, self._rings, self._ledger)
-        self._dead = DeadLetterBook(
-            self._client, self._keys, self._rings, self._ledger, self._scan
+        clients = [
+            MemcachedClient(
+                host, port, connect_timeout=settings.connect_timeout, timeout=settings.timeout
+            )
+            for host, port in settings.servers
+        ]
+        # Sorted by name, so every client agrees on each server's witness
+        # whatever order its URL lists them in.
+        self._shards = sorted(
+            (Shard(c, self._keys, self.namespace) for c in clients), key=lambda s: s.name
         )
+        if len(self._shards) > 1:
+            for i, shard in enumerate(self._shards):
+                witness = self._shards[(i + 1) % len(self._shards)]
+                shard.counting = False
+                shard.reports = witness.ledger
+                shard.journal = Journal(
+                    shard.name, witness.client, self._keys, witness.rings, witness.ledger
+                )
+        from pymemcache.client.rendezvous import RendezvousHash
+
+        self._by_name = {s.name: s for s in self._shards}
+        self._hasher = RendezvousHash(nodes=list(self._by_name))
+        #: Each server's epoch token as this client last saw it.
+        self._epochs: dict[str, str] = {}
+
+    def _home(self, mid: str) -> Shard:
+        return self._by_name[self._hasher.get_node(mid)]
+
+    # -- epochs: finding out that a server was emptied -------------------------------
+
+    def _check(self, wall: float, now: float, *, audit: bool | None) -> None:
+        """Read every server's epoch marker; report what an emptied server took.
+
+        ``audit``: None to only keep the journals' epochs listed (enqueue, in a
+        web request), False to walk a journal of an emptied server unless this
+        client already did, True to walk it in any case.
+        """
+        shards = self._shards
+        found = []
+        for i, shard in enumerate(shards):
+            watched = shards[i - 1]  # the server this one is the witness of
+            wanted = [self._keys.epoch, self._keys.live, self._keys.journals(watched.name)]
+            found.append(shard.client.get_many(wanted))
+        tokens = [
+            self._epoch(shard, seen, wall) for shard, seen in zip(shards, found, strict=True)
+        ]
+        if len(shards) == 1:
+            self._watch_alone(shards[0], found[0], tokens[0], wall)
+            return
+        for i, shard in enumerate(shards):
+            assert shard.journal is not None
+            j = (i + 1) % len(shards)
+            epoch = f"{tokens[i]}.{tokens[j]}"  # a new ring after either one is emptied
+            old = shard.journal.sync(epoch, found[j].get(self._keys.journals(shard.name)))
+            if old is None:
+                shard.rejournal(now, wall)
+            elif audit is not None:
+                shard.journal.audit(old, shard.client, now, again=audit)
+
+    def _epoch(self, shard: Shard, seen: dict[str, bytes], wall: float) -> str:
+        """The server's epoch token, made when it has none."""
+        raw = seen.get(self._keys.epoch)
+        if raw is None:
+            fresh = encode({"token": secrets.token_hex(8), "created": wall})
+            made = shard.client.add(self._keys.epoch, fresh)
+            raw = fresh if made else shard.client.get(self._keys.epoch) or fresh
+        epoch = decode_or_none(raw)
+        if not isinstance(epoch, dict) or not isinstance(epoch.get("token"), str):
+            # Written over by something else: a token of its own, so a change shows.
+            return "x" + hashlib.sha256(raw).hexdigest()[:15]
+        created = epoch.get("created")
+        if isinstance(created, (int, float)) and not isinstance(created, bool):
+            shard.created = min(created, shard.created or created)
+        return epoch["token"]
+
+    def _watch_alone(self, shard: Shard, seen: dict[str, bytes], token: str, wall: float) -> None:
+        """One server: a restart seen by this client is reported with the count it last saw."""
+        live = seen.get(self._keys.live)
+        known = self._epochs.get(shard.name)
+        self._epochs[shard.name] = token
+        if known is not None and known != token:
+            if shard.client.add(self._keys.wipe(shard.name, known), b"1"):
+                if live is not None or shard.last_live == 0:
+                    # Either the count was rebuilt since by another client, or this
+                    # client last saw an empty queue: the number is unknown, but
+                    # the loss is still told.
+                    count, what = 1, "an unknown number of queued messages"
+                else:
+                    count, what = shard.last_live, f"{shard.last_live} queued message(s)"
+                shard.ledger.report_count(
+                    f"unknown-{known}",
+                    count,
+                    f"memcached {shard.name} was emptied (restart, flush_all or eviction of"
+                    f" the namespace marker): {what} lost with their ids",
+                    wall,
+                )
+            shard.last_live = 0
+        shard.last_live = as_int(live, shard.last_live)
 
     # -- enqueue -------------------------------------------------------------
 
@@ -93,238 +179,158 @@ class MemcachedStore(Store):
                     " max_item_size option to match, or use the redis or sqlite store"
                 )
 
+    def _by_home(self, records: Iterable[Record]) -> dict[Shard, list[Record]]:
+        groups: dict[Shard, list[Record]] = {}
+        seen: set[str] = set()
+        for record in records:
+            if record.id not in seen:
+                seen.add(record.id)
+                groups.setdefault(self._home(record.id), []).append(record)
+        return groups
+
     def enqueue(self, records: Sequence[Record]) -> None:
         self._check_sizes(records)
         wall = time.time()
-        self._ledger.check_epochs(wall)
-        unique: dict[str, Record] = {}
-        for record in records:
-            unique.setdefault(record.id, record)
-        dead = self._client.get_many([self._keys.dead(mid) for mid in unique])
-        fresh = [r for mid, r in unique.items() if self._keys.dead(mid) not in dead]
-        by_bucket: dict[int, list[Record]] = {}
-        for record in fresh:
-            by_bucket.setdefault(place(record.due, wall), []).append(record)
-        added: list[tuple[Record, str, str]] = []
+        self._check(wall, wall, audit=None)
+        undo = []
         try:
-            for bucket, group in by_bucket.items():
-                for record, slot in zip(
-                    group, self._rings.allocate(bucket, len(group)), strict=True
-                ):
-                    gen = new_gen()
-                    header = {**header_for(record, slot, gen), "ring": bucket}
-                    if self._claim_id(record.id, header):
-                        added.append((record, slot, gen))
-            self._client.set_many({self._keys.data(r.id, g): r.data for r, _, g in added})
-            self._client.set_many({slot: r.id.encode() for r, slot, _ in added})
-            for bucket in by_bucket:
-                self._rings.raise_top(bucket)
+            for shard, group in self._by_home(records).items():
+                undo.append(shard.enqueue(group, wall))
         except StoreError:
-            self._undo(added)
+            for done in undo:
+                done()
             raise
-        if added:
-            self._ledger.saw_live(self._client.counter(self._keys.live, len(added)))
-
-    def _claim_id(self, mid: str, header: dict[str, Any]) -> bool:
-        """Take the id for a new message; False when it is already queued.
-
-        A header left by an enqueue that failed before writing its slot is taken
-        over, so retrying that enqueue is not mistaken for a duplicate.
-        """
-        key = self._keys.header(mid)
-        if self._client.add(key, encode(header)):
-            return True
-        raw, cas = self._client.gets(key)
-        if raw is None:
-            return self._client.add(key, encode(header))
-        old = decode(raw)
-        if old.get("done") or self._client.get_many([old["ptr"]]):
-            return False
-        return self._client.cas(key, encode(header), cas)  # type: ignore[arg-type]
-
-    def _undo(self, added: list[tuple[Record, str, str]]) -> None:
-        try:
-            self._client.delete_many([slot for _, slot, _ in added])
-            self._client.delete_many([self._keys.data(r.id, g) for r, _, g in added])
-            self._client.delete_many([self._keys.header(r.id) for r, _, _ in added])
-        except StoreError:
-            pass  # the server is gone too: what it holds is unreachable anyway
 
     # -- claims ----------------------------------------------------------------
 
     def fetch_due(self, now: float, limit: int, lease: float) -> list[Claim]:
         wall = time.time()
-        self._ledger.check_epochs(wall)
+        self._check(wall, now, audit=False)
         claims: list[tuple[Any, Claim]] = []
-        for _ in range(4):  # more rounds only when other claimers took our picks
-            wanted = limit - len(claims)
-            entries = self._scan.queued(now, wall, enough=wanted)
-            due = sorted((e for e in entries if e.claimable(now)), key=lambda e: e.order)
-            taken: list[tuple[Entry, dict[str, Any], str]] = []
-            raced = False
-            for entry in due:
-                if len(taken) == wanted:
+        taken: dict[Shard, list[tuple[Entry, dict[str, Any], str]]] = {}
+        try:
+            for _ in range(ROUNDS):  # more rounds only when other claimers took our picks
+                wanted = limit - len(claims)
+                found = [
+                    (shard, entry)
+                    for shard in self._shards
+                    for entry in shard.scan.queued(now, wall, enough=wanted)
+                    if entry.claimable(now)
+                ]
+                found.sort(key=lambda pair: pair[1].order)
+                round_taken: dict[Shard, list[tuple[Entry, dict[str, Any], str]]] = {}
+                raced = False
+                for shard, entry in found:
+                    if sum(map(len, round_taken.values())) == wanted:
+                        break
+                    got = shard.take(entry, now, lease)
+                    if got is None:
+                        raced = True
+                    else:
+                        round_taken.setdefault(shard, []).append((entry, *got))
+                        taken.setdefault(shard, []).append((entry, *got))
+                for shard, items in round_taken.items():
+                    claims.extend(shard.with_data(items, now))
+                if len(claims) >= limit or not raced:
                     break
-                token = secrets.token_hex(16)
-                header = {**entry.header, "tok": token, "exp": now + lease}
-                key = self._keys.header(header["id"])
-                if self._client.cas(key, encode(header), entry.cas):
-                    taken.append((entry, header, token))
-                else:
-                    raced = True
-            claims.extend(self._with_data(taken, now))
-            if len(claims) >= limit or not raced:
-                break
+        except StoreError:
+            for shard, items in taken.items():
+                shard.release_taken(items)
+            raise
         return [claim for _, claim in sorted(claims, key=lambda t: t[0])]
 
-    def _with_data(
-        self, taken: list[tuple[Entry, dict[str, Any], str]], now: float
-    ) -> list[tuple[Any, Claim]]:
-        keys = [self._keys.data(h["id"], h["gen"]) for _, h, _ in taken]
-        data = self._client.get_many(keys)
-        claims = []
-        for (entry, header, token), key in zip(taken, keys, strict=True):
-            if key not in data:
-                self._lose(header, token, now)
-            else:
-                claims.append(
-                    (entry.order, Claim(record_from(header, data[key]), token, header["exp"]))
-                )
-        return claims
-
-    def _lose(self, header: dict[str, Any], token: str, now: float) -> None:
-        key = self._keys.header(header["id"])
-        raw, cas = self._client.gets(key)
-        if raw is not None and decode(raw).get("tok") == token:
-            done = tombstone(header, keep_data=False)
-            if self._client.cas(key, encode(done), cas):  # type: ignore[arg-type]
-                self._ledger.report(known_facts(header), DATA_GONE, now)
-                self._scan.finish(header["id"], done, header["gen"])
-
-    def _held(self, claim: Claim) -> tuple[str, dict[str, Any], bytes]:
-        key = self._keys.header(claim.id)
-        raw, cas = self._client.gets(key)
-        header = decode(raw) if raw is not None else {}
-        if header.get("done") or header.get("tok") != claim.token:
-            raise LeaseLost(f"message {claim.id} is no longer held by this claim")
-        return key, header, cas  # type: ignore[return-value]
-
-    def _leave(self, claim: Claim, *, keep_data: bool) -> dict[str, Any]:
-        """Turn a held message's header into a tombstone; the header as it was."""
-        key, header, cas = self._held(claim)
-        if not self._client.cas(key, encode(tombstone(header, keep_data=keep_data)), cas):
-            raise LeaseLost(f"message {claim.id} is no longer held by this claim")
-        return header
-
     def ack(self, claim: Claim) -> None:
-        header = self._leave(claim, keep_data=False)
-        self._scan.finish(claim.id, tombstone(header, keep_data=False), header["gen"])
-        self._ledger.saw_live(self._client.decrement(self._keys.live, 1) or 0)
+        self._home(claim.id).ack(claim)
 
     def release(self, claim: Claim) -> None:
-        key, header, cas = self._held(claim)
-        if not self._client.cas(key, encode({**header, "tok": None, "exp": 0.0}), cas):
-            raise LeaseLost(f"message {claim.id} is no longer held by this claim")
+        self._home(claim.id).release(claim)
 
     def requeue(self, claim: Claim, due: float, error: str | None) -> None:
-        key, header, cas = self._held(claim)
-        lost = LeaseLost(f"message {claim.id} is no longer held by this claim")
-        changes = {"due": due, "attempts": header["attempts"] + 1, "err": error, "tok": None}
-        bucket = place(due, time.time())
-        if bucket == header["ring"]:
-            if not self._client.cas(key, encode({**header, **changes, "exp": 0.0}), cas):
-                raise lost
-            return
-        # Moving to another bucket: announce the new slot in the header first
-        # ("pend"), so no slot ever names the message without the header naming it.
-        if header.get("old"):
-            self._client.delete(header["old"])
-        (slot,) = self._rings.allocate(bucket, 1)
-        if not self._client.cas(key, encode({**header, "pend": slot, "old": None}), cas):
-            raise lost
-        self._client.set_many({slot: claim.id.encode()})
-        self._rings.raise_top(bucket)
-        raw, cas = self._client.gets(key)
-        header = decode(raw) if raw is not None else {}
-        moved = {**header, **changes, "exp": 0.0, "ring": bucket}
-        moved.update(ptr=slot, pend=None, old=header.get("ptr"))
-        if header.get("tok") != claim.token or header.get("pend") != slot:
-            self._client.delete(slot)
-            raise lost
-        if not self._client.cas(key, encode(moved), cas):  # type: ignore[arg-type]
-            self._client.delete(slot)
-            raise lost
-        self._client.delete(moved["old"])
+        self._home(claim.id).requeue(claim, due, error, time.time())
 
     # -- dead letters ------------------------------------------------------------
 
     def bury(self, claim: Claim, error: str, now: float) -> None:
-        _, header, _ = self._held(claim)
-        record = record_from({**header, "err": error}, b"")
-        (slot,) = self._dead.write([(record, header["gen"], now)], data=False)
-        try:
-            header = self._leave(claim, keep_data=True)
-        except LeaseLost:
-            self._client.delete(slot)
-            raise
-        self._scan.finish(claim.id, tombstone(header, keep_data=True), None)
-        self._ledger.saw_live(self._client.decrement(self._keys.live, 1) or 0)
+        self._home(claim.id).bury(claim, error, now)
 
     def add_dead(self, records: Sequence[Record], now: float) -> None:
         self._check_sizes(records)
-        self._dead.write([(r, new_gen(), now) for r in records], data=True)
+        self._check(time.time(), now, audit=None)
+        for shard, group in self._by_home(records).items():
+            shard.add_dead(group, now)
 
     def dead_letters(self, limit: int | None = None) -> list[DeadLetter]:
         now = time.time()
-        self._ledger.check_epochs(now)
-        return self._dead.letters(limit, now)
+        self._check(now, now, audit=True)
+        letters: list[tuple[float, int, DeadLetter]] = []
+        for shard in self._shards:
+            for _, report in shard.ledger.entries():
+                record = Record(
+                    id=report["id"],
+                    data=b"",
+                    created=report.get("created") or report["detected"],
+                    due=report.get("due") or report["detected"],
+                    attempts=report.get("attempts") or 0,
+                    last_error=report.get("err"),
+                )
+                letter = DeadLetter(record, report["reason"], report["detected"], lost=True)
+                letters.append((report["detected"], 0, letter))
+            for buried, letter in shard.dead.letters(limit, now):
+                letters.append((buried, 1, letter))
+        letters.sort(key=lambda t: (t[0], t[1]))
+        return [letter for _, _, letter in letters][:limit]
 
     def revive(self, ids: Iterable[str] | None, now: float) -> int:
-        return self._dead.revive(ids, now, time.time())
+        wanted = None if ids is None else list(ids)
+        wall = time.time()
+        return sum(shard.dead.revive(wanted, now, wall) for shard in self._shards)
 
     def purge(self, buried_before: float) -> int:
-        return self._dead.purge(buried_before)
+        return sum(
+            shard.dead.purge(buried_before) + shard.ledger.purge(buried_before)
+            for shard in self._shards
+        )
 
     # -- counts ------------------------------------------------------------------
 
     def stats(self, now: float) -> Stats:
         wall = time.time()
-        self._ledger.check_epochs(wall)
-        ready = scheduled = in_flight = dead = 0
+        self._check(wall, now, audit=True)
+        ready = scheduled = in_flight = stuck = dead = 0
         oldest: float | None = None
-        for entry in self._scan.queued(now, wall):
-            h = entry.header
-            if not self._client.exists(self._keys.data(h["id"], h["gen"])):
-                done = tombstone(h, keep_data=False)
-                if self._client.cas(self._keys.header(h["id"]), encode(done), entry.cas):
-                    self._ledger.report(known_facts(h), DATA_GONE, now)
-                    self._scan.finish(h["id"], done, h["gen"])
-            elif h["tok"] is not None and h["exp"] > now:
-                in_flight += 1
-            elif h["due"] > now:
-                scheduled += 1
-            else:
-                ready += 1
-                oldest = h["created"] if oldest is None else min(oldest, h["created"])
-        for entry in self._dead.entries(now):
-            h = entry.header
-            if self._client.exists(self._keys.data(h["id"], h["gen"])):
-                dead += 1
-            elif self._client.delete(entry.slot.key):
-                self._ledger.report(known_facts(h), DEAD_DATA_GONE, now)
-                self._client.delete(self._keys.dead(h["id"]))
-        return Stats(
+        for shard in self._shards:
+            for entry in shard.scan.queued(now, wall):
+                h = entry.header
+                if shard.lose_unread(entry, now):
+                    continue
+                if entry.broken:
+                    ready += 1  # claimable at once, for burial
+                elif h["tok"] is not None:
+                    if h["exp"] > now:
+                        in_flight += 1
+                    else:
+                        stuck += 1
+                elif h["due"] > now:
+                    scheduled += 1
+                else:
+                    ready += 1
+                    oldest = h["created"] if oldest is None else min(oldest, h["created"])
+            dead += shard.dead.count(now)
+        return Stats.counted(
+            now,
             ready=ready,
             scheduled=scheduled,
             in_flight=in_flight,
             dead=dead,
-            lost=self._ledger.total(),
-            oldest_ready_age=None if oldest is None else max(0.0, now - oldest),
+            lost=sum(shard.ledger.total() for shard in self._shards),
+            oldest_created=oldest,
+            stuck=stuck,
         )
 
     def close(self) -> None:
-        self._client.close()
+        for shard in self._shards:
+            shard.client.close()
 
     def __repr__(self) -> str:
-        servers = ",".join(self._client.servers)
+        servers = ",".join(shard.name for shard in self._shards)
         return f"<MemcachedStore {servers} namespace={self.namespace!r}>"

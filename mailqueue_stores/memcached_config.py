@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from urllib.parse import parse_qsl, urlsplit
 
 from mailqueue_core.errors import ConfigurationError
+from mailqueue_core.urls import redact
 
 DEFAULT_PORT = 11211
 #: memcached's default item size limit (``-I 1m``) less room for the key and
@@ -25,22 +26,27 @@ class Settings:
     max_item_size: int = DEFAULT_MAX_ITEM_SIZE
 
 
+def _shown(spec: str) -> str:
+    """A server as given, for an error message: a ``user:password@`` in it is masked."""
+    return redact(f"memcached://{spec}").removeprefix("memcached://")
+
+
 def parse_server(spec: str) -> tuple[str, int]:
     """``host``, ``host:port`` or ``[v6addr]:port``."""
     text = spec.strip()
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
         if not sep or (rest and not rest.startswith(":")):
-            raise ConfigurationError(f"bad memcached server {spec!r}")
+            raise ConfigurationError(f"bad memcached server {_shown(spec)!r}")
         port_text = rest[1:]
     else:
         host, _, port_text = text.partition(":")
     if not host or any(c in host for c in " /@?#"):
-        raise ConfigurationError(f"bad memcached server {spec!r}: expected host:port")
+        raise ConfigurationError(f"bad memcached server {_shown(spec)!r}: expected host:port")
     if not port_text:
         return host, DEFAULT_PORT
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ConfigurationError(f"bad port in memcached server {spec!r}")
+        raise ConfigurationError(f"bad port in memcached server {_shown(spec)!r}")
     return host, int(port_text)
 
 
@@ -48,7 +54,7 @@ def _number(name: str, value: object, kind: type[float] | type[int]) -> float | 
     if isinstance(value, bool):
         raise ConfigurationError(f"option {name!r} must be a number, got {value!r}")
     try:
-        number = kind(value)  # type: ignore[arg-type]
+        number = kind(value)  # type: ignore[arg-type,call-overload]
     except (TypeError, ValueError):
         raise ConfigurationError(f"option {name!r} must be a number, got {value!r}") from None
     if number <= 0:
@@ -62,18 +68,19 @@ def parse(location: str, options: Mapping[str, object]) -> Settings:
     An option given as a keyword wins over the same one in the URL's query, so
     a store can be rebuilt from its location with another namespace.
     """
+    shown = redact(location)
     try:
         parts = urlsplit(location)
     except ValueError as exc:
-        raise ConfigurationError(f"cannot parse memcached URL {location!r}: {exc}") from None
+        raise ConfigurationError(f"cannot parse memcached URL {shown!r}: {exc}") from None
     if parts.scheme.lower() != "memcached":
         raise ConfigurationError(
-            f"memcached store URL must start with memcached://, got {location!r}"
+            f"memcached store URL must start with memcached://, got {shown!r}"
         )
     if parts.path not in ("", "/") or parts.fragment or "@" in parts.netloc:
         raise ConfigurationError(
-            f"memcached URL {location!r} takes only servers and ?options: "
-            "memcached://host:port,host:port?namespace=NAME"
+            f"memcached URL {shown!r} takes only servers and ?options"
+            " (no user or password): memcached://host:port,host:port?namespace=NAME"
         )
     merged: dict[str, object] = dict(parse_qsl(parts.query, keep_blank_values=True))
     merged.update(options)
@@ -99,7 +106,7 @@ def parse(location: str, options: Mapping[str, object]) -> Settings:
             )
         servers = [parse_server(str(s)) for s in listed]
     if not servers:
-        raise ConfigurationError(f"memcached URL {location!r} names no server")
+        raise ConfigurationError(f"memcached URL {shown!r} names no server")
 
     namespace = merged.get("namespace", "default")
     if not isinstance(namespace, str) or not namespace:

@@ -2,9 +2,10 @@
 
 A ring is a tail counter (``incr`` hands out slot numbers, so writers on any
 machine never collide), a head (every slot at or below it is finished) and the
-slot items themselves. The store keeps one ring per due-time bucket of
+slot items themselves. Each server keeps one ring per due-time bucket of
 :data:`~mailqueue_stores.memcached_layout.BUCKET_WIDTH` seconds, one for dead
-letters and one for loss reports. ``low`` and ``top`` bound the buckets that
+letters, one for loss reports, and the journal rings of the server it is the
+witness of (:mod:`~mailqueue_stores.memcached_journal`). ``low`` and ``top`` bound the buckets that
 may hold live slots, so nothing ever scans keys.
 """
 
@@ -14,7 +15,7 @@ import dataclasses
 from collections.abc import Iterator
 
 from mailqueue_stores.memcached_client import MemcachedClient
-from mailqueue_stores.memcached_layout import Keys, lowest_open_bucket
+from mailqueue_stores.memcached_layout import Keys, as_int, lowest_open_bucket
 
 #: Buckets whose counters are read in one round trip.
 BUCKET_CHUNK = 64
@@ -50,7 +51,7 @@ class Rings:
         for ring in rings:
             tail = found.get(keys.tail(ring))
             if tail is not None:
-                out[ring] = (int(found.get(keys.head(ring), b"0")), int(tail))
+                out[ring] = (as_int(found.get(keys.head(ring)), 0), as_int(tail, 0))
         return out
 
     def slots(self, ring: int | str, first: int, last: int) -> list[Slot]:
@@ -72,14 +73,13 @@ class Rings:
         value, token = self._client.gets(key)
         if value is None:
             self._client.add(key, str(to).encode())
-        elif int(value) < to:
+        elif as_int(value, -1) < to:
             self._client.cas(key, str(to).encode(), token)  # type: ignore[arg-type]
 
     # -- the span of due-time buckets -------------------------------------------
 
     def low(self, fallback: int) -> int:
-        value = self._client.get_many([self._keys.low]).get(self._keys.low)
-        return fallback if value is None else int(value)
+        return as_int(self._client.get(self._keys.low), fallback)
 
     def advance_low(self, to: int, wall: float, drained: list[int]) -> None:
         """Raise ``low`` to ``to`` (never past a bucket writers may still use).
@@ -92,7 +92,7 @@ class Rings:
         value, token = self._client.gets(key)
         if value is None:
             self._client.add(key, str(to).encode())
-        elif int(value) < to:
+        elif as_int(value, -1) < to:
             if not self._client.cas(key, str(to).encode(), token):  # type: ignore[arg-type]
                 return
         else:
@@ -103,8 +103,7 @@ class Rings:
         )
 
     def top(self, fallback: int) -> int:
-        value = self._client.get_many([self._keys.top]).get(self._keys.top)
-        top = fallback if value is None else max(fallback, int(value))
+        top = max(fallback, as_int(self._client.get(self._keys.top), fallback))
         self._top_seen = top
         return top
 
@@ -119,8 +118,8 @@ class Rings:
                 if self._client.add(key, str(bucket).encode()):
                     break
                 continue
-            if int(value) >= bucket:
-                self._top_seen = int(value)
+            if as_int(value, -1) >= bucket:
+                self._top_seen = as_int(value, -1)
                 return
             if self._client.cas(key, str(bucket).encode(), token):  # type: ignore[arg-type]
                 break

@@ -5,27 +5,45 @@ slot is finished and is cleaned up on the way: a stale slot left by a requeue,
 the tombstone of an interrupted ack, or a slot whose header is gone, which is
 a loss and is reported once. Heads and the low cursor move past the finished
 prefix, so the next walk starts where live slots begin.
+
+A header that cannot be read whole (deleted fields, junk written over it) is
+never a reason to stop: its slot is live, with what could be read of the
+header and a sentence saying what is wrong (:attr:`Entry.damage`), so that the
+claim path hands it out for burial or reports it lost.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from mailqueue_stores.memcached_client import MemcachedClient
 from mailqueue_stores.memcached_layout import (
+    BUCKET_WIDTH,
+    DEAD_FIELDS,
     DEAD_RING,
+    LIVE_FIELDS,
     Keys,
     bucket_of,
-    decode,
+    check_header,
     encode,
     lowest_open_bucket,
+    tombstone_in,
 )
-from mailqueue_stores.memcached_loss import LossLedger
 from mailqueue_stores.memcached_ring import Rings, Slot
 
 HEADER_GONE = "its header was evicted from memcached; the data went with it or is unreachable"
+
+
+class Losses(Protocol):
+    """What the scanner tells about messages that left or were lost (the shard)."""
+
+    created: float | None
+
+    def lost(self, facts: dict[str, Any], reason: str, now: float, journal: Any) -> None: ...
+
+    def forget(self, mid: str, journal: Any) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,10 +53,24 @@ class Entry:
     slot: Slot
     header: dict[str, Any]
     cas: bytes
+    damage: str | None = None
+    """What is wrong with the record, when it is damaged."""
+    broken: bool = False
+    """The header itself could not be read whole: ``header`` holds what could be."""
 
     def claimable(self, now: float) -> bool:
+        if self.broken:
+            return True  # nothing it says about its claim can be trusted: bury it now
         h = self.header
         return h["due"] <= now and (h["tok"] is None or h["exp"] <= now)
+
+    def waiting(self, now: float) -> bool:
+        """Claimable and not a claim whose lease ran out.
+
+        Walks stop once they found enough of these: a message whose lease ran
+        out sorts by its expiry, which can be later than messages in later buckets.
+        """
+        return self.claimable(now) and (self.broken or self.header["tok"] is None)
 
     @property
     def order(self) -> tuple[float, int | str, int]:
@@ -52,30 +84,58 @@ _BUSY = object()  # a slot a requeue in progress is writing: not finished, not l
 
 
 def tombstone(header: dict[str, Any], *, keep_data: bool) -> dict[str, Any]:
-    """What a header becomes when its message leaves the queue (ack, bury, loss)."""
+    """What a header becomes when its message leaves the queue.
+
+    ``keep_data``: it moves to the dead letters, which keep its data and its
+    journal slot. Otherwise it leaves the store (ack, loss) and both go.
+    """
     slots = [header.get(k) for k in ("ptr", "pend", "old")]
-    return {"done": True, "slots": [s for s in slots if s], "data": not keep_data}
+    return {
+        "done": True,
+        "slots": [s for s in slots if isinstance(s, str) and s],
+        "data": not keep_data,
+        "gen": header.get("gen"),
+        "j": None if keep_data else header.get("j"),
+    }
+
+
+def placeholders(mid: str, slot: Slot, now: float) -> dict[str, Any]:
+    """Stand-ins for the fields a damaged header lost (see ``check_header``)."""
+    when = slot.ring * BUCKET_WIDTH if isinstance(slot.ring, int) else now
+    return {
+        "id": mid,
+        "created": when,
+        "due": when,
+        "attempts": 0,
+        "ptr": slot.key,
+        "exp": 0.0,
+        "ring": slot.ring,
+        "buried": now,
+    }
 
 
 class Scanner:
-    def __init__(
-        self, client: MemcachedClient, keys: Keys, rings: Rings, ledger: LossLedger
-    ) -> None:
+    def __init__(self, client: MemcachedClient, keys: Keys, rings: Rings, losses: Losses) -> None:
         self._client = client
         self._keys = keys
         self._rings = rings
-        self._ledger = ledger
+        self._losses = losses
 
-    def finish(self, mid: str, done: dict[str, Any], gen: str | None) -> None:
-        """Remove what a tombstone names, then the tombstone itself."""
-        keys = list(done["slots"])
-        if done["data"] and gen:
-            keys.append(self._keys.data(mid, gen))
+    def finish(self, mid: str, done: dict[str, Any]) -> None:
+        """Remove what a tombstone names, then the tombstone itself.
+
+        The journal slot goes first: a journal slot whose header is gone reads
+        as a loss once the server has been emptied.
+        """
+        self._losses.forget(mid, done.get("j"))
+        keys = [s for s in done.get("slots", []) if isinstance(s, str)]
+        if done.get("data") and isinstance(done.get("gen"), str):
+            keys.append(self._keys.data(mid, done["gen"]))
         self._client.delete_many(keys)
         self._client.delete(self._keys.header(mid))
 
     def _classify(self, chunk: list[Slot], now: float) -> Iterable[tuple[Slot, Any]]:
-        ids = {s.key: s.value.decode() for s in chunk if s.value is not None}
+        ids = {s.key: s.value.decode(errors="replace") for s in chunk if s.value is not None}
         headers = self._client.gets_many({self._keys.header(m) for m in ids.values()})
         for slot in chunk:
             if slot.value is None:
@@ -85,15 +145,20 @@ class Scanner:
             got = headers.get(self._keys.header(mid))
             if got is None:
                 if self._client.delete(slot.key):
-                    self._ledger.report({"id": mid}, HEADER_GONE, now)
+                    self._losses.lost({"id": mid}, HEADER_GONE, now, None)
                 yield slot, None
                 continue
-            header = decode(got[0])
-            if header.get("done"):
-                self.finish(mid, header, header.get("gen"))
+            done = tombstone_in(got[0])
+            if done is not None:
+                self.finish(mid, done)
                 yield slot, None
+                continue
+            header, damage = check_header(got[0], mid, LIVE_FIELDS, placeholders(mid, slot, now))
+            if damage is not None:
+                whole = {**header, "ptr": slot.key, "ring": slot.ring}
+                yield slot, Entry(slot, whole, got[1], header.get("damage") or damage, True)
             elif header["ptr"] == slot.key:
-                yield slot, Entry(slot, header, got[1])
+                yield slot, Entry(slot, header, got[1], header.get("damage"))
             elif header["pend"] != slot.key:
                 self._client.delete(slot.key)  # stale: the message moved on
                 yield slot, None
@@ -125,7 +190,7 @@ class Scanner:
                 prefix = False
                 if isinstance(state, Entry):
                     out.append(state)
-                    found += state.claimable(now)
+                    found += state.waiting(now)
             if found >= enough:
                 break
         if finished > head:
@@ -136,10 +201,10 @@ class Scanner:
         """Live entries of the time buckets, in bucket order.
 
         With ``enough``, the walk stops at the wall clock's bucket (or ``now``'s)
-        once that many due entries are found; without it, every bucket up to
+        once that many waiting entries are found; without it, every bucket up to
         ``top`` is read (for stats).
         """
-        fallback = lowest_open_bucket(self._ledger.created or wall)
+        fallback = lowest_open_bucket(self._losses.created or wall)
         low = self._rings.low(fallback)
         last = max(bucket_of(now), bucket_of(wall))
         if enough is None:
@@ -154,14 +219,18 @@ class Scanner:
                 new_low = bucket + 1
                 drained.append(bucket)
             prefix = prefix and done
-            if enough is not None and sum(e.claimable(now) for e in out) >= enough:
+            if enough is not None and sum(e.waiting(now) for e in out) >= enough:
                 break
         if new_low > low:
             self._rings.advance_low(new_low, wall, drained)
         return out
 
     def dead(self, now: float) -> list[Entry]:
-        """Live entries of the dead ring (their headers are dead-letter headers)."""
+        """Live entries of the dead ring (their headers are dead-letter headers).
+
+        A dead-letter header that cannot be read whole is reported lost: a
+        dead letter is kept for people to read, and this one cannot be.
+        """
         bounds = self._rings.bounds([DEAD_RING]).get(DEAD_RING)
         if bounds is None:
             return []
@@ -169,18 +238,30 @@ class Scanner:
         out: list[Entry] = []
         finished, prefix = head, True
         for chunk in self._rings.walk(DEAD_RING, head, tail):
-            ids = {s.key: s.value.decode() for s in chunk if s.value is not None}
+            ids = {s.key: s.value.decode(errors="replace") for s in chunk if s.value is not None}
             headers = self._client.gets_many({self._keys.dead(m) for m in ids.values()})
             for slot in chunk:
-                got = headers.get(self._keys.dead(ids[slot.key])) if slot.value else None
-                if got is not None and decode(got[0])["ptr"] == slot.key:
-                    out.append(Entry(slot, decode(got[0]), got[1]))
+                mid = ids.get(slot.key, "")
+                got = headers.get(self._keys.dead(mid)) if slot.value else None
+                header, damage = (
+                    check_header(got[0], mid, DEAD_FIELDS, placeholders(mid, slot, now))
+                    if got is not None
+                    else ({}, None)
+                )
+                if got is not None and damage is None and header["ptr"] == slot.key:
+                    out.append(Entry(slot, header, got[1]))
                     prefix = False
                     continue
-                if slot.value is not None and self._client.delete(slot.key) and got is None:
+                if slot.value is not None and self._client.delete(slot.key):
                     # Burial, revival and purge remove the slot before the
                     # header: a slot whose header is gone means an eviction.
-                    self._ledger.report({"id": ids[slot.key]}, HEADER_GONE, now)
+                    if got is None:
+                        self._losses.lost({"id": mid}, HEADER_GONE, now, None)
+                    elif damage is not None:
+                        self._losses.lost(
+                            {**header, "id": mid}, f"dead letter: {damage}", now, header.get("j")
+                        )
+                        self._client.delete(self._keys.dead(mid))
                 if prefix:
                     finished = slot.n
         if finished > head:

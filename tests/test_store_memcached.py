@@ -16,16 +16,18 @@ from mailqueue_core.errors import (
     ConfigurationError,
     LeaseLost,
     MessageTooLarge,
+    StoreError,
     StoreUnavailable,
 )
-from mailqueue_core.testing import StoreContract, run_store_model
+from mailqueue_core.store import Store
+from mailqueue_core.testing import Damage, StoreContract, run_store_model
 from mailqueue_core.testing.contract import LEASE, make_record
 from mailqueue_stores.memcached import MemcachedStore
 from mailqueue_stores.memcached_client import MemcachedClient
 from mailqueue_stores.memcached_config import DEFAULT_MAX_ITEM_SIZE, parse
 from mailqueue_stores.memcached_layout import Keys
 from mailqueue_stores.memcached_ring import Rings
-from tests.servers.memcached import free_port
+from tests.servers.memcached import free_port, raw_item
 
 
 def fresh_namespace() -> str:
@@ -63,6 +65,24 @@ def store(memcached_server, connect):
     return connect(memcached_server.url, namespace=fresh_namespace())
 
 
+def damage_through_the_server(store: Store, record_id: str, how: Damage) -> None:
+    """What an operator or a stray client could do to a queued record's items."""
+    keys = Keys(store.namespace)
+    raw, header = raw_item(store.location, keys.header(record_id))
+    try:
+        fields = json.loads(header)
+        data = keys.data(record_id, fields["gen"])
+        if how is Damage.MISSING:
+            raw.delete(keys.header(record_id))
+            raw.delete(data)
+        elif how is Damage.PARTIAL:
+            raw.set(data, raw.get(data)[:7])  # the data item cut short
+        else:
+            raw.set(keys.header(record_id), json.dumps({**fields, "attempts": "1.5"}).encode())
+    finally:
+        raw.close()
+
+
 class TestMemcachedStore(StoreContract):
     @pytest.fixture
     def store(self, memcached_server):
@@ -70,8 +90,14 @@ class TestMemcachedStore(StoreContract):
         yield s
         s.close()
 
+    def damage(self, store: Store, record_id: str, how: Damage) -> None:
+        damage_through_the_server(store, record_id, how)
+
 
 class TestMemcachedStoreOnTwoServers(StoreContract):
+    def damage(self, store: Store, record_id: str, how: Damage) -> None:
+        damage_through_the_server(store, record_id, how)
+
     @pytest.fixture
     def store(self, memcached_pair):
         one, two = memcached_pair
@@ -83,6 +109,12 @@ class TestMemcachedStoreOnTwoServers(StoreContract):
 def test_memcached_store_model(memcached_server):
     """The stateful model test, each generated run in a namespace of its own."""
     run_store_model(lambda: MemcachedStore(memcached_server.url, namespace=fresh_namespace()))
+
+
+def test_memcached_store_model_on_two_servers(memcached_pair):
+    """The same on two servers, where every message is also named in a journal."""
+    url = "memcached://" + ",".join(s.address for s in memcached_pair)
+    run_store_model(lambda: MemcachedStore(url, namespace=fresh_namespace()))
 
 
 # -- configuration ------------------------------------------------------------
@@ -131,6 +163,25 @@ def test_servers_option(servers: object) -> None:
 def test_bad_configuration_is_named(location: str, options: dict, complaint: str) -> None:
     with pytest.raises(ConfigurationError, match=complaint.replace("(", r"\(")):
         MemcachedStore(location, **options)
+
+
+@pytest.mark.parametrize(
+    ("location", "options"),
+    [
+        ("memcached://user:s3cret@h:1", {}),
+        ("memcached://user:s3cret@h:1/0", {}),
+        ("memcached://user:s3cret@[::1", {}),
+        ("redis://user:s3cret@h:1", {}),
+        ("memcached://user:s3cret@h:1#frag", {}),
+        ("memcached://", {"servers": ["user:s3cret@h:1"]}),
+        ("memcached://", {"servers": "h:1,[::1]:s3cret@x"}),
+    ],
+)
+def test_a_password_in_a_url_never_reaches_an_error_message(location, options) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        MemcachedStore(location, **options)
+    assert "s3cret" not in str(info.value)
+    assert "***" in str(info.value)
 
 
 def test_options_are_kept_to_rebuild_the_store(memcached_server) -> None:
@@ -455,6 +506,23 @@ def test_requeue_losing_its_lease_mid_move_leaves_no_slot(store, connect, before
     assert store.stats(now + 4000).lost == 0
 
 
+def test_requeue_whose_lease_ran_out_mid_move_and_was_cleaned_up(store, connect, before, now):
+    """A walk dropped the half-written slot (the lease had run out): the move must fail."""
+    other = connect(store.location, namespace=store.namespace)
+    record = make_record(now)
+    store.enqueue([record])
+    (claim,) = store.fetch_due(now, 10, 1.0)
+    written: list[int] = []
+    key = header_key(store, record.id)
+    before("set_many", lambda: written.append(1))
+    before("gets", lambda: other.stats(now + 2), when=lambda k: written and k == key)
+    with pytest.raises(LeaseLost):
+        store.requeue(claim, now + 3600, "451")
+    assert store.stats(now + 3).stuck == 1
+    (again,) = store.fetch_due(now + 3, 10, LEASE)  # still in its place, whole
+    assert again.record.attempts == 0
+
+
 def test_requeue_that_died_mid_move_is_recovered(store, before, monkeypatch, now) -> None:
     record = make_record(now)
     store.enqueue([record])
@@ -543,7 +611,11 @@ def test_evicted_dead_letter_header_is_reported(store, raw, now) -> None:
 
 
 def test_memcached_errors_are_translated(store, monkeypatch, now) -> None:
-    from pymemcache.exceptions import MemcacheServerError, MemcacheUnexpectedCloseError
+    from pymemcache.exceptions import (
+        MemcacheClientError,
+        MemcacheServerError,
+        MemcacheUnexpectedCloseError,
+    )
 
     def broken(exc):
         def call(*args, **kwargs):
@@ -554,12 +626,15 @@ def test_memcached_errors_are_translated(store, monkeypatch, now) -> None:
     cases = [
         (MemcacheServerError("out of memory storing object"), StoreUnavailable),
         (MemcacheUnexpectedCloseError(), StoreUnavailable),
+        (MemcacheClientError("cannot increment or decrement non-numeric value"), StoreError),
     ]
     for exc, expected in cases:
         monkeypatch.setattr("pymemcache.client.base.Client.get_many", broken(exc))
         with pytest.raises(expected) as info:
             store.stats(now)
+        assert type(info.value) is expected
         assert info.value.__cause__ is exc
+    monkeypatch.undo()
     monkeypatch.setattr("pymemcache.client.base.Client.set_many", lambda *a, **k: ["x"])
     with pytest.raises(StoreUnavailable, match="did not store"):
         store.add_dead([make_record(now)], now)

@@ -5,6 +5,9 @@
 ``memcached_server_factory``   servers a test starts with its own flags (``-m 2 -I 512k``
                                for evictions) and may restart on the same port
 
+:func:`raw_item` finds the server holding one of a store's items and hands a plain
+pymemcache client on it, for tests that damage records as an operator would.
+
 A missing ``memcached`` binary fails the test loudly.
 """
 
@@ -17,6 +20,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from mirakuru import TCPExecutor
+from pymemcache.client.base import Client
 
 MEMCACHED = "/usr/bin/memcached"
 HOST = "127.0.0.1"
@@ -75,6 +79,22 @@ class MemcachedServer:
         """Stop and start again on the same port: memcached comes back empty."""
         self.stop()
         self.start()
+
+
+def raw_item(location: str, key: str) -> tuple[Client, bytes]:
+    """A plain client on the server of ``location`` that holds ``key``, and its value.
+
+    The caller closes the client. Fails the test when no server holds the key.
+    """
+    from mailqueue_stores.memcached_config import parse
+
+    for host, port in parse(location, {}).servers:
+        client = Client((host, port), default_noreply=False)
+        value = client.get(key)
+        if value is not None:
+            return client, value
+        client.close()
+    pytest.fail(f"no server of {location} holds {key}")
 
 
 @pytest.fixture(scope="session")
