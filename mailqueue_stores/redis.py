@@ -14,7 +14,8 @@ URL format
     ``redis+cluster://[[user]:password@]host:port[,host:port...]``
     (``rediss+sentinel`` and ``rediss+cluster`` with TLS). Query parameters:
     ``namespace``, ``db``, ``socket_timeout``, ``socket_connect_timeout``,
-    ``tls_verify``, ``tls_ca_certs``; any other is an error.
+    ``tls_verify``, ``tls_ca_certs``, ``allow_eviction``, ``min_replicas``,
+    ``replica_timeout``, ``max_clock_skew``; any other is an error.
 
 Options
     ``namespace`` (str, ``"default"``; no braces): stores in other namespaces on
@@ -27,6 +28,15 @@ Options
     master through Sentinel; the URL then names no host.
     ``cluster`` (bool, False): the URL's host is a Redis Cluster node.
     ``client_options`` (dict, {}): passed through to redis-py's client.
+    ``allow_eviction`` (bool, False): let :meth:`RedisStore.verify` pass on a
+    server whose ``maxmemory-policy`` may evict queued mail.
+    ``min_replicas`` (int, 0): enqueue returns only once this many replicas
+    acknowledged the write (``WAIT``), so a failover cannot lose it.
+    ``replica_timeout`` (float seconds, 1): how long enqueue waits for them;
+    fewer in time is ``StoreUnavailable``.
+    ``max_clock_skew`` (float seconds, 60; ``inf`` turns the check off): a
+    lease is taken over only when the caller's clock says it ran out and the
+    Redis server's clock agrees within this many seconds.
 
 Capabilities and what it can lose
     ``shared``, ``rate_limit`` (buckets and slots shared by every flusher:
@@ -36,11 +46,30 @@ Capabilities and what it can lose
     lose the last second of writes (a crash of Redis alone loses nothing);
     with RDB snapshots only, everything since the last snapshot; with no
     persistence, everything. A Sentinel or Cluster failover can lose writes
-    the old master had not yet replicated. ``maxmemory-policy`` must be
-    ``noeviction``: an evicting Redis drops queued mail silently.
+    the old master had not yet replicated, unless ``min_replicas`` is set.
+    ``maxmemory-policy`` must not evict keys without a TTL (``noeviction``,
+    or a ``volatile-*`` policy): :meth:`RedisStore.verify` refuses an
+    ``allkeys-*`` one. A full server (``maxmemory`` reached) refuses enqueue
+    (``StoreUnavailable``) and still drains. A record deleted or damaged behind
+    the store's back is reported: lost (``Stats.lost``) or claimed with
+    ``Record.damage`` for burial, never a reason for ``fetch_due`` to fail.
     ``oldest_ready_age`` is exact unless more than 1000 messages older than
     the oldest ready one are held or scheduled; then it is the oldest age
     among the 1000 longest-due ready messages.
+
+Leases and clocks
+    The store contract passes time in (``now``): due times are the caller's,
+    and so is a claim's ``expires``. The claim script also notes the Redis
+    server's clock (``TIME``). Taking over a claim needs both clocks: the
+    caller's ``now`` past ``expires`` *and* the server's clock no more than
+    ``max_clock_skew`` short of the server-side lease end. One clock that is
+    off (a flusher 400 s ahead, a new master after a failover whose clock
+    jumped) can no longer cut a lease short by more than ``max_clock_skew``;
+    60 s is what the flusher's own safety margin (``min(LEASE / 5, 60)``)
+    covers with the default ``LEASE`` of 300 s. Tests that move ``now`` by
+    hand past a 30 s lease stay within the allowance; a test or drill that
+    jumps further, past a lease that is still running by the real clock, sets
+    ``max_clock_skew=inf`` to trust the caller's clock alone.
 """
 
 from __future__ import annotations
@@ -49,19 +78,30 @@ import secrets
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from mailqueue_core.errors import ConfigurationError, LeaseLost, MessageTooLarge
+from mailqueue_core.errors import ConfigurationError, LeaseLost, MessageTooLarge, StoreError
 from mailqueue_core.store import Claim, DeadLetter, Record, Stats, Store
-from mailqueue_stores.redis_client import RedisClient
+from mailqueue_core.text import get_logger
+from mailqueue_core.urls import redact
+from mailqueue_stores.redis_client import RedisClient, ReplicasMissing
 from mailqueue_stores.redis_config import parse_settings
 from mailqueue_stores.redis_limits import RedisLimits
+from mailqueue_stores.redis_records import (
+    claim_from_row,
+    dead_letter_from_row,
+    lost_letter_from_row,
+)
 from mailqueue_stores.redis_scripts import RedisKeys
 
 __all__ = ["RedisStore"]
+
+log = get_logger("mailqueue.stores.redis")
 
 #: How many old messages ``stats`` looks at to find the oldest ready one.
 _AGE_WALK = 1000
 #: Ids per script call for revive and purge, so one call never blocks Redis long.
 _CHUNK = 500
+#: ``maxmemory-policy`` values that never evict a key without a TTL (the queue sets none).
+_KEEPS_QUEUE = ("noeviction", "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl")
 
 
 class RedisStore(RedisLimits, Store):
@@ -80,6 +120,8 @@ class RedisStore(RedisLimits, Store):
         self.settings = settings
         self.keys = RedisKeys(namespace)
         self._client = RedisClient(settings)
+        # Lua reads "inf" as infinity too, but a finite bound keeps the scripts' arithmetic plain.
+        self._skew = repr(min(settings.max_clock_skew, 1e12))
 
     # -- queue -----------------------------------------------------------------
 
@@ -96,7 +138,36 @@ class RedisStore(RedisLimits, Store):
         args: list[Any] = [k.live_prefix, k.dead_prefix]
         for record in records:
             args += _record_args(record)
-        self._client.run("enqueue", [k.due, k.created], args)
+        replicas = self.settings.min_replicas
+        if not replicas:
+            self._client.run("enqueue", [k.due, k.created], args)
+            return
+        try:
+            self._client.run_replicated("enqueue", [k.due, k.created], args, replicas)
+        except ReplicasMissing as missing:
+            self._withdraw([mid.decode() for mid in missing.answer])
+            raise
+
+    def _withdraw(self, ids: list[str]) -> None:
+        """Take back what an enqueue added that the replicas did not confirm.
+
+        The caller is told the enqueue failed (and falls back); if the copy
+        stayed, the message would be sent from here and from the fallback.
+        A flusher that claimed it meanwhile keeps it.
+        """
+        if not ids:
+            return
+        k = self.keys
+        try:
+            self._client.run("withdraw", [k.due, k.created], [k.live_prefix, *ids])
+        except StoreError as exc:
+            log.warning(
+                "redis store (namespace %s): could not take back %d message(s) that no "
+                "replica confirmed; they may be delivered twice: %s",
+                self.namespace,
+                len(ids),
+                exc,
+            )
 
     def fetch_due(self, now: float, limit: int, lease: float) -> list[Claim]:
         if limit <= 0:
@@ -104,23 +175,42 @@ class RedisStore(RedisLimits, Store):
         k = self.keys
         expires = now + lease
         token_base = secrets.token_hex(12) + ":"
-        rows = self._client.run(
+        rows, troubles = self._client.run(
             "claim",
-            [k.due, k.held],
-            [k.live_prefix, repr(float(now)), limit, repr(expires), token_base],
+            [k.due, k.held, k.created, k.dead, k.lost],
+            [
+                k.live_prefix,
+                k.dead_prefix,
+                k.lost_prefix,
+                repr(float(now)),
+                limit,
+                repr(expires),
+                token_base,
+                repr(float(lease)),
+                self._skew,
+            ],
         )
-        claims = []
-        for mid, token, data, created, due, attempts, last_error in rows:
-            record = Record(
-                id=mid.decode(),
-                data=data,
-                created=float(created),
-                due=float(due),
-                attempts=int(attempts),
-                last_error=_text(last_error),
+        for trouble in troubles:
+            self._report(trouble)
+        return [claim_from_row(row, expires) for row in rows]
+
+    def _report(self, trouble: list[bytes]) -> None:
+        mid = trouble[0].decode()
+        if trouble[1] == b"lost":
+            log.error(
+                "redis store (namespace %s): message %s was gone from Redis when it was "
+                "claimed (deleted or evicted): reported as lost",
+                self.namespace,
+                mid,
             )
-            claims.append(Claim(record, token.decode(), expires))
-        return claims
+        else:
+            log.error(
+                "redis store (namespace %s): message %s was buried: its key holds a %s, "
+                "not a hash",
+                self.namespace,
+                mid,
+                trouble[2].decode(),
+            )
 
     def ack(self, claim: Claim) -> None:
         k = self.keys
@@ -129,17 +219,25 @@ class RedisStore(RedisLimits, Store):
 
     def requeue(self, claim: Claim, due: float, error: str | None) -> None:
         k = self.keys
-        extra = [repr(float(due)), "0" if error is None else "1", error or ""]
+        extra = [
+            repr(float(due)),
+            claim.record.attempts + 1,
+            "0" if error is None else "1",
+            error or "",
+        ]
         self._settle(claim, "requeue", [k.live(claim.id), k.due, k.held], extra)
 
     def release(self, claim: Claim) -> None:
         k = self.keys
-        self._settle(claim, "release", [k.live(claim.id), k.due, k.held], [])
+        extra = [repr(float(claim.record.due))]
+        self._settle(claim, "release", [k.live(claim.id), k.due, k.held], extra)
 
     def bury(self, claim: Claim, error: str, now: float) -> None:
         k = self.keys
         keys = [k.live(claim.id), k.dead_letter(claim.id), k.due, k.held, k.created, k.dead]
-        self._settle(claim, "bury", keys, [error, repr(float(now))])
+        r = claim.record
+        extra = [error, repr(float(now)), r.attempts + 1, repr(float(r.created)), repr(r.due)]
+        self._settle(claim, "bury", keys, extra)
 
     def _settle(self, claim: Claim, script: str, keys: list[str], extra: list[Any]) -> None:
         if not self._client.run(script, keys, [claim.id, claim.token, *extra]):
@@ -158,20 +256,15 @@ class RedisStore(RedisLimits, Store):
     def dead_letters(self, limit: int | None = None) -> list[DeadLetter]:
         if limit is not None and limit <= 0:
             return []
+        k = self.keys
         stop = -1 if limit is None else limit - 1
-        rows = self._client.run("dead_letters", [self.keys.dead], [self.keys.dead_prefix, stop])
-        letters = []
-        for mid, data, created, due, attempts, last_error, reason, buried in rows:
-            record = Record(
-                id=mid.decode(),
-                data=data,
-                created=float(created),
-                due=float(due),
-                attempts=int(attempts),
-                last_error=_text(last_error),
-            )
-            letters.append(DeadLetter(record, _text(reason) or "", float(buried)))
-        return letters
+        dead, lost = self._client.run(
+            "dead_letters", [k.dead, k.lost], [k.dead_prefix, k.lost_prefix, stop]
+        )
+        letters = [dead_letter_from_row(row) for row in dead]
+        letters += [lost_letter_from_row(row) for row in lost]
+        letters.sort(key=lambda letter: letter.buried)  # stable: ties keep dead first
+        return letters if limit is None else letters[:limit]
 
     def revive(self, ids: Iterable[str] | None, now: float) -> int:
         k = self.keys
@@ -192,27 +285,68 @@ class RedisStore(RedisLimits, Store):
         k = self.keys
         total = 0
         while True:
-            n = self._client.run(
-                "purge", [k.dead], [k.dead_prefix, repr(float(buried_before)), _CHUNK]
+            dead, lost = self._client.run(
+                "purge",
+                [k.dead, k.lost],
+                [k.dead_prefix, k.lost_prefix, repr(float(buried_before)), _CHUNK],
             )
-            total += n
-            if n < _CHUNK:
+            total += dead + lost
+            if dead < _CHUNK and lost < _CHUNK:
                 return total
 
     # -- the rest --------------------------------------------------------------
 
     def stats(self, now: float) -> Stats:
         k = self.keys
-        ready, scheduled, in_flight, dead, oldest = self._client.run(
-            "stats", [k.due, k.held, k.created, k.dead], [repr(float(now)), _AGE_WALK]
+        ready, scheduled, in_flight, stuck, dead, lost, oldest = self._client.run(
+            "stats",
+            [k.due, k.held, k.created, k.dead, k.lost],
+            [k.live_prefix, repr(float(now)), _AGE_WALK, self._skew],
         )
         return Stats(
             ready=ready,
             scheduled=scheduled,
             in_flight=in_flight,
             dead=dead,
+            lost=lost,
             oldest_ready_age=None if oldest is None else max(0.0, now - float(oldest)),
+            stuck=stuck,
         )
+
+    def verify(self) -> None:
+        """Refuse a server whose ``maxmemory-policy`` may evict queued mail.
+
+        Reads ``maxmemory_policy`` from ``INFO memory`` of the master (of
+        every Cluster primary): ``CONFIG GET`` is often disabled on managed
+        Redis. ``noeviction`` and the ``volatile-*`` policies never evict a key
+        without a TTL, and the queue sets none; an ``allkeys-*`` policy drops
+        queued mail silently once memory is full. ``allow_eviction=true``
+        accepts that risk. Raises ``StoreUnavailable`` when the server cannot
+        be reached.
+        """
+        policies = self._client.memory_policies()
+        if self.settings.allow_eviction:
+            return
+        for node, policy in sorted(policies.items()):
+            if policy in _KEEPS_QUEUE:
+                continue
+            where = f"redis store {redact(self.location)!r}" + (
+                f" (node {node})" if self.settings.mode == "cluster" else ""
+            )
+            if policy is None:
+                found = (
+                    "does not tell its maxmemory-policy (INFO memory denied or without it), "
+                    "so it may evict"
+                )
+            else:
+                found = f"has maxmemory-policy {policy}, which evicts"
+            raise ConfigurationError(
+                f"{where} {found} queued mail when memory is full, and that mail is lost "
+                "silently. Fix: set 'maxmemory-policy noeviction' on every Redis node "
+                "(redis.conf, or CONFIG SET maxmemory-policy noeviction, or your provider's "
+                "parameter group). To accept the risk instead, set the store option "
+                "allow_eviction=true (OPTIONS or ?allow_eviction=true)."
+            )
 
     def ping(self) -> None:
         """Raise ``StoreUnavailable`` unless the server answers."""
@@ -233,7 +367,3 @@ def _record_args(record: Record) -> list[Any]:
         "0" if error is None else "1",
         error or "",
     ]
-
-
-def _text(value: bytes | None) -> str | None:
-    return None if value is None else value.decode()

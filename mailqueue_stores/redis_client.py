@@ -6,6 +6,14 @@ scripts once (redis-py calls them by SHA and reloads them when the server
 answers NOSCRIPT, as after a restart or ``SCRIPT FLUSH``), and translates
 every redis-py error into the store errors in :meth:`RedisClient.translated`,
 the one place where that happens.
+
+What is ``StoreUnavailable`` (the caller falls back, or tries again later):
+the server cannot be reached, or it refuses to write for now: ``OOM`` (full),
+``NOREPLICAS`` (``min-replicas-to-write`` not met), ``READONLY`` (a demoted
+master), ``MASTERDOWN``, ``LOADING``, ``CLUSTERDOWN``, ``TRYAGAIN``, a Cluster
+client that gave up following redirections, or fewer replicas than
+``min_replicas`` acknowledging an enqueue in time. Every other error the
+server answers is a plain ``StoreError``.
 """
 
 from __future__ import annotations
@@ -18,9 +26,23 @@ from typing import Any
 
 from mailqueue_core.errors import ConfigurationError, StoreError, StoreUnavailable
 from mailqueue_stores.redis_config import RedisSettings
-from mailqueue_stores.redis_scripts import SCRIPTS
+from mailqueue_stores.redis_scripts import SCRIPTS, script_source, supports_flags
 
-__all__ = ["RedisClient", "import_redis"]
+__all__ = ["RedisClient", "ReplicasMissing", "import_redis", "refusal"]
+
+#: Error codes with which a server refuses a write for now (see the module docstring).
+REFUSALS = ("OOM", "NOREPLICAS", "READONLY", "MASTERDOWN", "LOADING", "CLUSTERDOWN", "TRYAGAIN")
+
+
+class ReplicasMissing(StoreUnavailable):
+    """Fewer replicas than ``min_replicas`` acknowledged a write in time.
+
+    ``answer`` is what the script answered: the master did the write.
+    """
+
+    def __init__(self, message: str, answer: Any) -> None:
+        super().__init__(message)
+        self.answer = answer
 
 
 def import_redis() -> ModuleType:
@@ -35,6 +57,36 @@ def import_redis() -> ModuleType:
             "the redis store needs redis-py, which is not installed: pip install mailqueue[redis]"
         ) from exc
     return redis
+
+
+def refusal(exc: BaseException, redis: ModuleType) -> str | None:
+    """The refusal code of a redis-py error (see :data:`REFUSALS`), or None.
+
+    redis-py strips the codes it knows and raises a class of its own for them;
+    the ones it does not know (``NOREPLICAS``) stay at the start of the text.
+    """
+    e = redis.exceptions
+    by_class = (
+        (e.OutOfMemoryError, "OOM"),
+        (e.ReadOnlyError, "READONLY"),
+        (e.BusyLoadingError, "LOADING"),
+        (e.MasterDownError, "MASTERDOWN"),
+        (e.ClusterDownError, "CLUSTERDOWN"),
+        (e.TryAgainError, "TRYAGAIN"),
+    )
+    for cls, code in by_class:
+        if isinstance(exc, cls):
+            return code
+    text = str(exc)
+    first = text.split(" ", 1)[0].lstrip("-")
+    if first in REFUSALS:
+        return first
+    # A script reached a key whose slot is being migrated (a Cluster reshard):
+    # Redis checks declared keys before the script runs (ASK, TRYAGAIN) but
+    # the keys a script builds only when it reaches them.
+    if "attempted to access a non local key" in text:
+        return "slot on the move"
+    return None
 
 
 class RedisClient:
@@ -54,24 +106,21 @@ class RedisClient:
         unreachable = (
             exceptions.ConnectionError,
             exceptions.TimeoutError,
-            exceptions.ClusterDownError,
-            exceptions.TryAgainError,
-            exceptions.ReadOnlyError,
+            exceptions.ClusterError,
             exceptions.RedisClusterException,
-            OSError,
         )
         try:
             yield
-        except unreachable as exc:
-            raise StoreUnavailable(f"redis store unreachable: {exc}") from exc
-        except exceptions.ResponseError as exc:
-            # A full server (maxmemory reached) cannot take mail: as good as down.
-            # Inside a script the refusal comes without its "OOM" prefix, and
-            # only at the first write, so the script changed nothing.
-            if "used memory > 'maxmemory'" in str(exc):
-                raise StoreUnavailable(f"redis store refused the write: {exc}") from exc
-            raise StoreError(f"redis store error: {exc}") from exc
-        except exceptions.RedisError as exc:
+        except (exceptions.RedisError, exceptions.RedisClusterException) as exc:
+            code = refusal(exc, self._redis)
+            if code == "OOM":
+                raise StoreUnavailable(
+                    f"redis store is full (maxmemory reached) and refused the write: {exc}"
+                ) from exc
+            if code is not None:
+                raise StoreUnavailable(f"redis store refused the write ({code}): {exc}") from exc
+            if isinstance(exc, unreachable):
+                raise StoreUnavailable(f"redis store unreachable: {exc}") from exc
             raise StoreError(f"redis store error: {exc}") from exc
 
     def run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
@@ -80,10 +129,69 @@ class RedisClient:
             client = self._connection()
             return self._scripts[script](keys=keys, args=args, client=client)
 
+    def run_replicated(
+        self, script: str, keys: Sequence[str], args: Sequence[Any], replicas: int
+    ) -> Any:
+        """Run a script, then ``WAIT`` on the same connection for ``replicas`` replicas.
+
+        Raises :class:`ReplicasMissing` (carrying the script's answer as
+        ``answer``) when fewer acknowledged the write within
+        ``settings.replica_timeout``: the master has it, the replicas may not.
+        """
+        timeout_ms = max(1, round(self.settings.replica_timeout * 1000))
+        with self.translated():
+            client = self._connection()
+            target = client
+            if self.settings.mode == "cluster":
+                # WAIT counts this connection's own writes, and the cluster
+                # client would send it to every node: talk to the shard itself.
+                target = client.get_redis_connection(client.get_node_from_key(keys[0]))
+            pipe = target.pipeline(transaction=False)
+            self._scripts[script](keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", replicas, timeout_ms)
+            try:
+                answer, acknowledged = pipe.execute()
+            except self._redis.exceptions.RedisError as exc:
+                if self.settings.mode != "cluster":
+                    raise
+                self._refresh_cluster(client)
+                if isinstance(exc, self._redis.exceptions.AskError):  # MOVED too
+                    raise StoreUnavailable(
+                        f"redis store: the Cluster moved the namespace's slot ({exc}); "
+                        "the next call goes to its new node"
+                    ) from exc
+                raise
+        if acknowledged < replicas:
+            raise ReplicasMissing(
+                f"redis store: only {acknowledged} of the {replicas} replicas required "
+                f"(min_replicas) acknowledged the write within {self.settings.replica_timeout}s",
+                answer,
+            )
+        return answer
+
     def call(self, command: str, *args: Any) -> Any:
         """Run one plain command (read-only use: PING, SCAN in tools)."""
         with self.translated():
             return self._connection().execute_command(command, *args)
+
+    def memory_policies(self) -> dict[str, str | None]:
+        """``maxmemory_policy`` from ``INFO memory`` of each master, by node name.
+
+        ``INFO`` rather than ``CONFIG GET``: managed Redis services often
+        disable ``CONFIG``. None where the server does not report it.
+        """
+        with self.translated():
+            client = self._connection()
+            try:
+                if self.settings.mode == "cluster":
+                    infos = client.info("memory", target_nodes=client.PRIMARIES)
+                    if "maxmemory_policy" in infos:  # one primary: redis-py answers it bare
+                        infos = {"primary": infos}
+                else:
+                    infos = {"master": client.info("memory")}
+            except self._redis.exceptions.NoPermissionError:
+                return {"master": None}  # INFO denied by an ACL
+        return {node: info.get("maxmemory_policy") for node, info in infos.items()}
 
     def close(self) -> None:
         with self._lock:
@@ -97,11 +205,31 @@ class RedisClient:
         with self._lock:
             if self._client is None:
                 client = self._build()
+                flags = supports_flags(self._server_version(client))
                 self._scripts = {
-                    name: client.register_script(src) for name, src in SCRIPTS.items()
+                    name: client.register_script(script_source(name, flags)) for name in SCRIPTS
                 }
                 self._client = client
             return self._client
+
+    def _server_version(self, client: Any) -> str:
+        """The server's ``redis_version`` (the lowest of a Cluster's primaries)."""
+        try:
+            if self.settings.mode == "cluster":
+                infos = client.info("server", target_nodes=client.PRIMARIES)
+                found = [i["redis_version"] for i in infos.values() if isinstance(i, dict)]
+                if "redis_version" in infos:
+                    found = [infos["redis_version"]]
+                return min(found, key=_version_key, default="")
+            return str(client.info("server").get("redis_version", ""))
+        except self._redis.exceptions.NoPermissionError:
+            return ""  # INFO denied by an ACL: assume a current server
+
+    def _refresh_cluster(self, client: Any) -> None:
+        # A shard reached directly does not update the cluster client's slot
+        # map; after a failover or a reshard it must be read again.
+        with contextlib.suppress(self._redis.exceptions.RedisError, OSError):
+            client.nodes_manager.initialize()
 
     def _build(self) -> Any:
         redis, s = self._redis, self.settings
@@ -138,3 +266,7 @@ class RedisClient:
         if s.unix_path is not None:
             return redis.Redis(unix_socket_path=s.unix_path, **kwargs)
         return redis.Redis(host=s.host, port=s.port, **kwargs)
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".") if part.isdigit())

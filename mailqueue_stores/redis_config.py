@@ -13,6 +13,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from mailqueue_core.errors import ConfigurationError
+from mailqueue_core.urls import redact
 
 __all__ = ["RedisSettings", "parse_settings"]
 
@@ -27,21 +28,14 @@ _SCHEMES: dict[str, tuple[Mode, bool]] = {
     "redis+cluster": ("cluster", False),
     "rediss+cluster": ("cluster", True),
 }
-_QUERY_KEYS = frozenset(
-    {"namespace", "db", "socket_timeout", "socket_connect_timeout", "tls_verify", "tls_ca_certs"}
+#: Options about what the store promises, read from the URL query or OPTIONS.
+_PROMISE_KEYS = frozenset({"allow_eviction", "min_replicas", "replica_timeout", "max_clock_skew"})
+_CONNECTION_KEYS = frozenset(
+    {"namespace", "socket_timeout", "socket_connect_timeout", "tls_verify", "tls_ca_certs"}
 )
-_OPTION_KEYS = frozenset(
-    {
-        "namespace",
-        "socket_timeout",
-        "socket_connect_timeout",
-        "client_options",
-        "sentinels",
-        "service_name",
-        "cluster",
-        "tls_verify",
-        "tls_ca_certs",
-    }
+_QUERY_KEYS = _CONNECTION_KEYS | _PROMISE_KEYS | {"db"}
+_OPTION_KEYS = (
+    _CONNECTION_KEYS | _PROMISE_KEYS | {"client_options", "sentinels", "service_name", "cluster"}
 )
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -67,6 +61,14 @@ class RedisSettings:
     socket_timeout: float = 5.0
     socket_connect_timeout: float = 5.0
     client_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    allow_eviction: bool = False
+    """Accept a ``maxmemory-policy`` that may evict queued mail (``verify`` passes)."""
+    min_replicas: int = 0
+    """Enqueue returns only once this many replicas have the write (``WAIT``)."""
+    replica_timeout: float = 1.0
+    """How long enqueue waits for ``min_replicas`` before it is ``StoreUnavailable``."""
+    max_clock_skew: float = 60.0
+    """How far the server's clock may lag the caller's when a lease is taken over."""
 
 
 def parse_settings(location: str, options: Mapping[str, Any]) -> tuple[str, RedisSettings]:
@@ -78,7 +80,7 @@ def parse_settings(location: str, options: Mapping[str, Any]) -> tuple[str, Redi
     parts = urlsplit(url)
     if parts.scheme not in _SCHEMES:
         raise ConfigurationError(
-            f"redis store URL {_safe(url)!r}: scheme must be one of {', '.join(_SCHEMES)}"
+            f"redis store URL {redact(url)!r}: scheme must be one of {', '.join(_SCHEMES)}"
         )
     mode, tls = _SCHEMES[parts.scheme]
     query = _query(url, parts.query)
@@ -89,13 +91,13 @@ def parse_settings(location: str, options: Mapping[str, Any]) -> tuple[str, Redi
     path = unquote(parts.path)
     if parts.scheme == "unix":
         if not path:
-            raise ConfigurationError(f"redis store URL {_safe(url)!r} names no socket path")
+            raise ConfigurationError(f"redis store URL {redact(url)!r} names no socket path")
         fields["unix_path"] = path
         db_text = query.pop("db", "0")
     elif mode == "sentinel":
         service, _, db_text = path.strip("/").partition("/")
         if not service:
-            raise ConfigurationError(f"redis store URL {_safe(url)!r} names no service name")
+            raise ConfigurationError(f"redis store URL {redact(url)!r} names no service name")
         fields["service_name"] = service
         fields["nodes"] = _hosts(hostlist, 26379, url)
     else:
@@ -103,7 +105,7 @@ def parse_settings(location: str, options: Mapping[str, Any]) -> tuple[str, Redi
         if hostlist:
             nodes = _hosts(hostlist, 6379, url)
             if mode == "single" and len(nodes) > 1:
-                raise ConfigurationError(f"redis store URL {_safe(url)!r} names several hosts")
+                raise ConfigurationError(f"redis store URL {redact(url)!r} names several hosts")
             fields["host"], fields["port"] = nodes[0]
             fields["nodes"] = nodes if mode == "cluster" else ()
     if "db" in query:
@@ -115,7 +117,10 @@ def parse_settings(location: str, options: Mapping[str, Any]) -> tuple[str, Redi
         raw = options.get(key, query.pop(key, None))
         if raw is not None:
             fields[key] = _seconds(raw, key)
-    fields["tls_verify"] = _flag(options.get("tls_verify", query.pop("tls_verify", True)))
+    fields["tls_verify"] = _flag(
+        options.get("tls_verify", query.pop("tls_verify", True)), "tls_verify"
+    )
+    _read_promises(fields, options, query)
     ca = options.get("tls_ca_certs", query.pop("tls_ca_certs", None))
     if ca is not None and not isinstance(ca, str):
         raise ConfigurationError(f"redis store option tls_ca_certs must be a path, got {ca!r}")
@@ -138,7 +143,7 @@ def _apply_topology(
     if "sentinels" in options:
         if not plain or cluster or hostlist:
             raise ConfigurationError(
-                f"redis store: sentinels are given, so the URL {_safe(url)!r} must name no host"
+                f"redis store: sentinels are given, so the URL {redact(url)!r} must name no host"
                 " and cluster must be off"
             )
         service = options.get("service_name")
@@ -152,13 +157,46 @@ def _apply_topology(
     if cluster:
         if not plain:
             raise ConfigurationError(
-                f"redis store: cluster=True needs a redis:// URL, not {url!r}"
+                f"redis store: cluster=True needs a redis:// URL, not {redact(url)!r}"
             )
         fields.update(
             mode="cluster", nodes=((fields.get("host", "localhost"), fields.get("port", 6379)),)
         )
     if fields["mode"] == "cluster" and fields["db"] != 0:
         raise ConfigurationError("redis store: Redis Cluster has only db 0")
+
+
+def _read_promises(
+    fields: dict[str, Any], options: Mapping[str, Any], query: dict[str, str]
+) -> None:
+    def get(name: str) -> Any:
+        return options.get(name, query.pop(name, None))
+
+    allow = get("allow_eviction")
+    if allow is not None:
+        fields["allow_eviction"] = _flag(allow, "allow_eviction")
+    replicas = get("min_replicas")
+    if replicas is not None:
+        fields["min_replicas"] = _count(replicas, "min_replicas")
+    timeout = get("replica_timeout")
+    if timeout is not None:
+        fields["replica_timeout"] = _seconds(timeout, "replica_timeout")
+    skew = get("max_clock_skew")
+    if skew is not None:
+        fields["max_clock_skew"] = _seconds(skew, "max_clock_skew", zero=True)
+
+
+def _count(raw: Any, name: str) -> int:
+    value = -1
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        value = raw
+    elif isinstance(raw, str) and raw.isdigit():
+        value = int(raw)
+    if value < 0:
+        raise ConfigurationError(
+            f"redis store option {name} must be a whole number >= 0, got {raw!r}"
+        )
+    return value
 
 
 def _node_list(value: Any) -> tuple[tuple[str, int], ...]:
@@ -178,7 +216,7 @@ def _query(url: str, text: str) -> dict[str, str]:
     unknown = sorted(set(query) - _QUERY_KEYS)
     if unknown:
         raise ConfigurationError(
-            f"redis store URL {_safe(url)!r}: unknown parameters {', '.join(unknown)}"
+            f"redis store URL {redact(url)!r}: unknown parameters {', '.join(unknown)}"
         )
     return query
 
@@ -199,7 +237,7 @@ def _hosts(hostlist: str, default_port: int, url: str) -> tuple[tuple[str, int],
         else:
             host, _, port_text = item.partition(":")
         if not host:
-            raise ConfigurationError(f"redis store URL {_safe(url)!r} has an empty host")
+            raise ConfigurationError(f"redis store URL {redact(url)!r} has an empty host")
         nodes.append((host, _int(port_text, "port", url) if port_text else default_port))
     return tuple(nodes)
 
@@ -210,33 +248,24 @@ def _int(text: str, what: str, url: str) -> int:
     except ValueError:
         value = -1
     if value < 0:
-        raise ConfigurationError(f"redis store URL {_safe(url)!r}: bad {what} {text!r}")
+        raise ConfigurationError(f"redis store URL {redact(url)!r}: bad {what} {text!r}")
     return value
 
 
-def _seconds(raw: Any, name: str) -> float:
+def _seconds(raw: Any, name: str, *, zero: bool = False) -> float:
     try:
         value = float(raw) if not isinstance(raw, bool) else -1.0
     except (TypeError, ValueError):
         value = -1.0
-    if not value > 0:
-        raise ConfigurationError(f"redis store option {name} must be seconds > 0, got {raw!r}")
+    if not (value >= 0 if zero else value > 0):
+        bound = ">= 0" if zero else "> 0"
+        raise ConfigurationError(f"redis store option {name} must be seconds {bound}, got {raw!r}")
     return value
 
 
-def _flag(raw: Any) -> bool:
+def _flag(raw: Any, name: str) -> bool:
     if isinstance(raw, bool):
         return raw
     if isinstance(raw, str) and raw.lower() in _TRUE | _FALSE:
         return raw.lower() in _TRUE
-    raise ConfigurationError(f"redis store option tls_verify must be true or false, got {raw!r}")
-
-
-def _safe(url: str) -> str:
-    """The URL without its password, for error messages."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    userinfo, _, hosts = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return parts._replace(netloc=f"{user}:***@{hosts}").geturl()
+    raise ConfigurationError(f"redis store option {name} must be true or false, got {raw!r}")

@@ -7,24 +7,57 @@ they live in one Cluster slot and a script may touch any of them.
 Key layout for namespace ``NS`` (``P`` = ``mailqueue:{NS}:``)::
 
     P m:ID      hash    a live message: data, created, due, attempts,
-                        last_error (absent for None), token and expires (while claimed)
+                        last_error (absent for None); while claimed also token,
+                        expires (the caller's clock) and server_expires (the
+                        Redis server's clock, see "Leases and clocks" below)
     P d:ID      hash    a dead letter: the same fields plus reason and buried
+    P l:ID      hash    a lost message: what the indexes still knew of it
+                        (created, due), reason and found
     P due       zset    live ids scored by due time; a claimed id is re-scored
                         at its lease expiry, so an abandoned claim comes back by itself
     P held      zset    claimed ids scored by lease expiry (counts in-flight mail)
     P created   zset    live ids scored by created time (age of the oldest ready)
     P dead      zset    dead ids scored by burial time
+    P lost      zset    lost ids scored by when the loss was found
 
 Floats travel as Python ``repr`` strings and are stored as given, so times
 round-trip exactly. Scripts return stored strings rather than Lua numbers,
 which Redis would truncate to integers.
+
+Damaged records. A claim never trusts what it finds under ``m:ID``: an id
+whose key is gone is dropped from the indexes and reported in ``lost``; a key
+of another type (an operator's ``SET``) is moved to the dead letters with the
+reason; a hash is claimed whatever its fields hold, and the store reads the
+fields in Python, where a missing or malformed one becomes ``Record.damage``.
+The settling scripts (ack, requeue, release, bury) check the key's type and
+take the claim's own values for the fields they write, so they work on a
+damaged claim too. Nothing here writes to ``m:ID`` unless it is a hash already.
+
+Full servers (``maxmemory`` reached). Scripts carry Redis 7 flags in a
+``#!lua`` first line. Enqueue has none, so a full server refuses it before it
+runs (``OOM``: the store says ``StoreUnavailable``). Everything that delivers
+or frees memory is ``allow-oom``, so a full queue still drains; reads are
+``no-writes``. A flagged script loses the cross-slot allowance that unflagged
+scripts keep, so every key one touches, declared or built from a prefix, must
+hash to the declared keys' slot: the ``{NS}`` tag gives exactly that. Redis
+before 7 does not know the ``#!`` line; :func:`script_source` leaves it out
+there, and such a server refuses the claim script's first write when full.
+
+Leases and clocks. The caller's ``now`` decides due times and when a lease
+runs out, as the store contract says; the claim script also reads the server's
+clock (``TIME``) and writes ``server_expires``. A lease is taken over only when
+the caller's clock says it has run out *and* the server's clock agrees within
+``max_clock_skew`` seconds. So a flusher whose clock runs ahead cannot take a
+live claim, nor can a server whose clock jumped after a failover; the skew
+allowance lets tests move ``now`` past a short lease without waiting, and is
+the most a lease can be cut short by a clock that is off.
 """
 
 from __future__ import annotations
 
 from mailqueue_stores.redis_limits import LIMIT_SCRIPTS
 
-__all__ = ["SCRIPTS", "RedisKeys"]
+__all__ = ["SCRIPTS", "RedisKeys", "script_source", "supports_flags"]
 
 
 class RedisKeys:
@@ -34,10 +67,12 @@ class RedisKeys:
         self.prefix = f"mailqueue:{{{namespace}}}:"
         self.live_prefix = self.prefix + "m:"
         self.dead_prefix = self.prefix + "d:"
+        self.lost_prefix = self.prefix + "l:"
         self.due = self.prefix + "due"
         self.held = self.prefix + "held"
         self.created = self.prefix + "created"
         self.dead = self.prefix + "dead"
+        self.lost = self.prefix + "lost"
 
     def live(self, mid: str) -> str:
         return self.live_prefix + mid
@@ -48,7 +83,9 @@ class RedisKeys:
 
 # KEYS: due, created. ARGV: live prefix, dead prefix, then per record
 # id, data, created, due, attempts, has_error ("1"/"0"), error.
+# Returns the ids it added (not those already present), for a withdrawal.
 ENQUEUE = """
+local added = {}
 for i = 3, #ARGV, 7 do
   local id = ARGV[i]
   local key = ARGV[1] .. id
@@ -58,45 +95,132 @@ for i = 3, #ARGV, 7 do
     if ARGV[i + 5] == '1' then redis.call('HSET', key, 'last_error', ARGV[i + 6]) end
     redis.call('ZADD', KEYS[1], ARGV[i + 3], id)
     redis.call('ZADD', KEYS[2], ARGV[i + 2], id)
+    added[#added + 1] = id
   end
 end
-return 1
+return added
 """
 
-# KEYS: due, held. ARGV: live prefix, now, limit, expires, token prefix.
-CLAIM = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])
-local out = {}
-for i, id in ipairs(ids) do
-  local key = ARGV[1] .. id
-  local token = ARGV[5] .. i
-  redis.call('HSET', key, 'token', token, 'expires', ARGV[4])
-  redis.call('ZADD', KEYS[1], ARGV[4], id)
-  redis.call('ZADD', KEYS[2], ARGV[4], id)
-  local f = redis.call('HMGET', key, 'data', 'created', 'due', 'attempts', 'last_error')
-  out[#out + 1] = {id, token, f[1], f[2], f[3], f[4], f[5]}
+# KEYS: due, created. ARGV: live prefix, ids...
+# Takes back what an enqueue added when the replicas did not confirm it, unless
+# a flusher already claimed it.
+WITHDRAW = """
+local n = 0
+for i = 2, #ARGV do
+  local key = ARGV[1] .. ARGV[i]
+  if redis.call('TYPE', key)['ok'] == 'hash' and redis.call('HEXISTS', key, 'token') == 0 then
+    redis.call('DEL', key)
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    redis.call('ZREM', KEYS[2], ARGV[i])
+    n = n + 1
+  end
 end
-return out
+return n
+"""
+
+# KEYS: due, held, created, dead, lost.
+# ARGV: live prefix, dead prefix, lost prefix, now, limit, expires, token prefix,
+# lease, max clock skew.
+# Returns {claims, troubles}: a claim is {id, token, data, created, due, attempts,
+# last_error, created score, due score} (fields as stored, false when absent);
+# a trouble is {id, "lost"} or {id, "buried", key type}.
+CLAIM = """
+local t = redis.call('TIME')
+local server_now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local limit = tonumber(ARGV[5])
+local skew = tonumber(ARGV[9])
+local server_expires = string.format('%.6f', server_now + tonumber(ARGV[8]))
+local out, troubles, taken = {}, {}, {}
+local function kind_of(key, f)
+  if f.err then return redis.call('TYPE', key)['ok'] end
+  for i = 1, 7 do if f[i] then return 'hash' end end
+  return redis.call('TYPE', key)['ok']  -- nothing we know of: gone, or a stranger hash
+end
+-- Ids left in the range (held by the server's clock, or claimed by this call
+-- with a lease of 0) are stepped over; everything else leaves the range.
+local offset = 0
+while #out < limit do
+  local page = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[4], 'WITHSCORES',
+                          'LIMIT', offset, limit - #out)
+  if #page == 0 then break end
+  for p = 1, #page, 2 do
+    local id, due_score = page[p], page[p + 1]
+    local key = ARGV[1] .. id
+    local f = redis.pcall('HMGET', key, 'data', 'created', 'due', 'attempts', 'last_error',
+                          'token', 'server_expires')
+    local kind = kind_of(key, f)
+    if taken[id] then
+      offset = offset + 1
+    elseif kind == 'hash' then
+      local until_ = tonumber(f[7])
+      if f[6] and until_ and server_now < until_ - skew then
+        offset = offset + 1
+      else
+        local token = ARGV[7] .. (#out + 1)
+        local created_score = false
+        if not tonumber(f[2]) then created_score = redis.call('ZSCORE', KEYS[3], id) end
+        redis.call('HSET', key, 'token', token, 'expires', ARGV[6],
+                   'server_expires', server_expires)
+        redis.call('ZADD', KEYS[1], ARGV[6], id)
+        redis.call('ZADD', KEYS[2], ARGV[6], id)
+        taken[id] = true
+        out[#out + 1] = {id, token, f[1], f[2], f[3], f[4], f[5], created_score, due_score}
+      end
+    else
+      local created_score = redis.call('ZSCORE', KEYS[3], id) or due_score
+      redis.call('ZREM', KEYS[1], id)
+      redis.call('ZREM', KEYS[2], id)
+      redis.call('ZREM', KEYS[3], id)
+      if kind == 'none' then
+        redis.call('DEL', ARGV[3] .. id)
+        redis.call('HSET', ARGV[3] .. id, 'created', created_score, 'due', due_score,
+                   'found', ARGV[4], 'reason', 'its record was gone when it was claimed')
+        redis.call('ZADD', KEYS[5], ARGV[4], id)
+        troubles[#troubles + 1] = {id, 'lost'}
+      else
+        local data = ''
+        if kind == 'string' then data = redis.call('GET', key) end
+        local reason = 'damaged record: its key holds a ' .. kind .. ', not a hash'
+        redis.call('DEL', key)
+        redis.call('DEL', ARGV[2] .. id)
+        redis.call('HSET', ARGV[2] .. id, 'data', data, 'created', created_score,
+                   'due', due_score, 'attempts', '0', 'last_error', reason,
+                   'reason', reason, 'buried', ARGV[4])
+        redis.call('ZADD', KEYS[4], ARGV[4], id)
+        troubles[#troubles + 1] = {id, 'buried', kind}
+      end
+    end
+  end
+end
+return {out, troubles}
+"""
+
+# The settling scripts answer 0 (LeaseLost) unless KEYS[1] is a hash holding ARGV[2].
+_HOLDS = """
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash' then return 0 end
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] then return 0 end
 """
 
 # KEYS: message, due, held, created. ARGV: id, token.
-ACK = """
-if redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] then return 0 end
+ACK = (
+    _HOLDS
+    + """
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 return 1
 """
+)
 
-# KEYS: message, due, held. ARGV: id, token, due, has_error, error.
-REQUEUE = """
-if redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] then return 0 end
-redis.call('HDEL', KEYS[1], 'token', 'expires')
-redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('HSET', KEYS[1], 'due', ARGV[3])
-if ARGV[4] == '1' then
-  redis.call('HSET', KEYS[1], 'last_error', ARGV[5])
+# KEYS: message, due, held. ARGV: id, token, due, attempts, has_error, error.
+REQUEUE = (
+    _HOLDS
+    + """
+redis.call('HDEL', KEYS[1], 'token', 'expires', 'server_expires')
+redis.call('HSET', KEYS[1], 'due', ARGV[3], 'attempts', ARGV[4])
+if ARGV[5] == '1' then
+  redis.call('HSET', KEYS[1], 'last_error', ARGV[6])
 else
   redis.call('HDEL', KEYS[1], 'last_error')
 end
@@ -104,21 +228,28 @@ redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 return 1
 """
+)
 
-# KEYS: message, due, held. ARGV: id, token.
-RELEASE = """
-if redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] then return 0 end
-redis.call('HDEL', KEYS[1], 'token', 'expires')
-redis.call('ZADD', KEYS[2], redis.call('HGET', KEYS[1], 'due'), ARGV[1])
+# KEYS: message, due, held. ARGV: id, token, the due time the claim reported.
+RELEASE = (
+    _HOLDS
+    + """
+redis.call('HDEL', KEYS[1], 'token', 'expires', 'server_expires')
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 return 1
 """
+)
 
-# KEYS: message, dead letter, due, held, created, dead. ARGV: id, token, error, now.
-BURY = """
-if redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] then return 0 end
-redis.call('HDEL', KEYS[1], 'token', 'expires')
-redis.call('HSET', KEYS[1], 'last_error', ARGV[3], 'reason', ARGV[3], 'buried', ARGV[4])
+# KEYS: message, dead letter, due, held, created, dead.
+# ARGV: id, token, error, now, attempts, created, due (the last three as claimed).
+BURY = (
+    _HOLDS
+    + """
+redis.call('HDEL', KEYS[1], 'token', 'expires', 'server_expires')
+redis.call('HSET', KEYS[1], 'last_error', ARGV[3], 'reason', ARGV[3], 'buried', ARGV[4],
+           'attempts', ARGV[5], 'created', ARGV[6], 'due', ARGV[7])
+if redis.call('HEXISTS', KEYS[1], 'data') == 0 then redis.call('HSET', KEYS[1], 'data', '') end
 redis.call('RENAME', KEYS[1], KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
@@ -126,6 +257,7 @@ redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('ZADD', KEYS[6], ARGV[4], ARGV[1])
 return 1
 """
+)
 
 # KEYS: dead. ARGV: dead prefix, now, then per record as ENQUEUE.
 ADD_DEAD = """
@@ -144,15 +276,17 @@ return 1
 """
 
 # KEYS: due, held, created, dead. ARGV: live prefix, dead prefix, now, ids...
+# A dead letter whose id is queued again, or that is not a hash, stays where it is.
 REVIVE = """
 local n = 0
 for i = 4, #ARGV do
   local id = ARGV[i]
   local key = ARGV[1] .. id
-  if redis.call('EXISTS', ARGV[2] .. id) == 1 then
+  if redis.call('TYPE', ARGV[2] .. id)['ok'] == 'hash' and redis.call('EXISTS', key) == 0 then
     redis.call('RENAME', ARGV[2] .. id, key)
-    redis.call('HDEL', key, 'reason', 'buried', 'token', 'expires')
+    redis.call('HDEL', key, 'reason', 'buried', 'token', 'expires', 'server_expires')
     redis.call('HSET', key, 'created', ARGV[3], 'due', ARGV[3], 'attempts', '0')
+    if redis.call('HEXISTS', key, 'data') == 0 then redis.call('HSET', key, 'data', '') end
     redis.call('ZADD', KEYS[1], ARGV[3], id)
     redis.call('ZREM', KEYS[2], id)
     redis.call('ZADD', KEYS[3], ARGV[3], id)
@@ -163,76 +297,137 @@ end
 return n
 """
 
-# KEYS: dead. ARGV: dead prefix, buried before, at most this many.
+# KEYS: dead, lost. ARGV: dead prefix, lost prefix, before, at most this many of each.
+# Returns {dead letters purged, loss reports purged}.
 PURGE = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2], 'LIMIT', 0, ARGV[3])
-for _, id in ipairs(ids) do
-  redis.call('DEL', ARGV[1] .. id)
-  redis.call('ZREM', KEYS[1], id)
+local counts = {}
+for k = 1, 2 do
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[k], '-inf', '(' .. ARGV[3], 'LIMIT', 0, ARGV[4])
+  for _, id in ipairs(ids) do
+    redis.call('DEL', ARGV[k] .. id)
+    redis.call('ZREM', KEYS[k], id)
+  end
+  counts[k] = #ids
 end
-return #ids
+return counts
 """
 
-# KEYS: dead. ARGV: dead prefix, stop index (-1 for all).
+# KEYS: dead, lost. ARGV: dead prefix, lost prefix, stop index (-1 for all).
+# Returns {dead letters, loss reports}, each oldest first, fields as stored
+# (false when absent, all false when the key is not a hash).
 DEAD_LETTERS = """
-local ids = redis.call('ZRANGE', KEYS[1], 0, ARGV[2])
-local out = {}
-for _, id in ipairs(ids) do
-  local f = redis.call('HMGET', ARGV[1] .. id, 'data', 'created', 'due', 'attempts',
-                       'last_error', 'reason', 'buried')
-  out[#out + 1] = {id, f[1], f[2], f[3], f[4], f[5], f[6], f[7]}
+local function read(zset, prefix, fields)
+  local out = {}
+  local ids = redis.call('ZRANGE', zset, 0, ARGV[3], 'WITHSCORES')
+  for i = 1, #ids, 2 do
+    local key = prefix .. ids[i]
+    local f = {}
+    if redis.call('TYPE', key)['ok'] == 'hash' then
+      f = redis.call('HMGET', key, unpack(fields))
+    end
+    local row = {ids[i], ids[i + 1]}
+    for j = 1, #fields do row[#row + 1] = f[j] or false end
+    out[#out + 1] = row
+  end
+  return out
 end
-return out
+return {
+  read(KEYS[1], ARGV[1], {'data', 'created', 'due', 'attempts', 'last_error', 'reason'}),
+  read(KEYS[2], ARGV[2], {'created', 'due', 'reason'}),
+}
 """
 
-# KEYS: due, held, created, dead. ARGV: now, how many old messages to look at.
-# A message is ready when its score in `due` is <= now (an expired lease
-# included). The oldest ready one is found by walking `created` from the
-# oldest; when more than ARGV[2] older messages are held or scheduled, the
-# walk stops and the oldest created among the first ARGV[2] ready ones is
-# reported instead, so the cost stays bounded (the documented approximation).
+# KEYS: due, held, created, dead, lost. ARGV: live prefix, now, how many old
+# messages to look at, max clock skew.
+# Ready: due by now and not held. Held: in flight while the caller's clock or
+# the server's (within the skew) says its lease runs; stuck after that. The
+# oldest ready one is found by walking `created` from the oldest; when more
+# than ARGV[3] older messages are held or scheduled, the walk stops and the
+# oldest created among the first ARGV[3] ready ones is reported instead, so
+# the cost stays bounded (the documented approximation).
 STATS = """
-local now = tonumber(ARGV[1])
-local cap = tonumber(ARGV[2])
-local ready = redis.call('ZCOUNT', KEYS[1], '-inf', ARGV[1])
-local later = redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[1], '+inf')
-local in_flight = redis.call('ZCOUNT', KEYS[2], '(' .. ARGV[1], '+inf')
-local dead = redis.call('ZCARD', KEYS[4])
+local t = redis.call('TIME')
+local server_now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local now = tonumber(ARGV[2])
+local cap = tonumber(ARGV[3])
+local skew = tonumber(ARGV[4])
+local due_by_now = redis.call('ZCOUNT', KEYS[1], '-inf', ARGV[2])
+local later = redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[2], '+inf')
+local held_later = redis.call('ZCOUNT', KEYS[2], '(' .. ARGV[2], '+inf')
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2])
+local held_by_server, stuck = 0, 0
+for _, id in ipairs(expired) do
+  local until_ = redis.pcall('HGET', ARGV[1] .. id, 'server_expires')
+  until_ = type(until_) == 'string' and tonumber(until_)
+  if until_ and server_now < until_ - skew then
+    held_by_server = held_by_server + 1
+  else
+    stuck = stuck + 1
+  end
+end
+local ready = due_by_now - #expired
 local oldest = false
+local function is_ready(id)
+  local due = redis.call('ZSCORE', KEYS[1], id)
+  return due and tonumber(due) <= now and not redis.call('ZSCORE', KEYS[2], id)
+end
 if ready > 0 then
   local walked = redis.call('ZRANGE', KEYS[3], 0, cap - 1, 'WITHSCORES')
   for i = 1, #walked, 2 do
-    local due = redis.call('ZSCORE', KEYS[1], walked[i])
-    if due and tonumber(due) <= now then
+    if is_ready(walked[i]) then
       oldest = walked[i + 1]
       break
     end
   end
   if not oldest then
     local best = nil
-    for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, cap)) do
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, cap)) do
       local created = redis.call('ZSCORE', KEYS[3], id)
-      if created and (best == nil or tonumber(created) < tonumber(best)) then best = created end
+      if created and is_ready(id) and (best == nil or tonumber(created) < tonumber(best)) then
+        best = created
+      end
     end
     oldest = best or false
   end
 end
-return {ready, later - in_flight, in_flight, dead, oldest}
+return {ready, later - held_later, held_later + held_by_server, stuck,
+        redis.call('ZCARD', KEYS[4]), redis.call('ZCARD', KEYS[5]), oldest}
 """
 
-SCRIPTS: dict[str, str] = {
-    "enqueue": ENQUEUE,
-    "claim": CLAIM,
-    "ack": ACK,
-    "requeue": REQUEUE,
-    "release": RELEASE,
-    "bury": BURY,
-    "add_dead": ADD_DEAD,
-    "revive": REVIVE,
-    "purge": PURGE,
-    "dead_letters": DEAD_LETTERS,
-    "stats": STATS,
+#: name -> (Redis 7 script flags, body). ``""`` declares no flags (a write
+#: refused when the server is full); ``None`` would mean no ``#!`` line at all.
+SCRIPTS: dict[str, tuple[str, str]] = {
+    "enqueue": ("", ENQUEUE),
+    "withdraw": ("allow-oom", WITHDRAW),
+    "claim": ("allow-oom", CLAIM),
+    "ack": ("allow-oom", ACK),
+    "requeue": ("allow-oom", REQUEUE),
+    "release": ("allow-oom", RELEASE),
+    "bury": ("allow-oom", BURY),
+    "add_dead": ("allow-oom", ADD_DEAD),
+    "revive": ("allow-oom", REVIVE),
+    "purge": ("allow-oom", PURGE),
+    "dead_letters": ("no-writes", DEAD_LETTERS),
+    "stats": ("no-writes", STATS),
 }
 
-# Rate limits live in a module of their own; their scripts are registered with these.
-SCRIPTS.update(LIMIT_SCRIPTS)
+# Rate limits live in a module of their own; their scripts are registered with
+# these, and a flusher draining a full server still needs them.
+SCRIPTS.update({name: ("allow-oom", body) for name, body in LIMIT_SCRIPTS.items()})
+
+
+def supports_flags(version: str) -> bool:
+    """Whether a server reporting ``redis_version`` reads ``#!lua flags=`` lines."""
+    try:
+        return int(version.split(".", 1)[0]) >= 7
+    except ValueError:
+        return True  # a server that hides its version: assume a current one
+
+
+def script_source(name: str, flags_supported: bool = True) -> str:
+    """The source of script ``name``, with its ``#!lua`` line where the server reads it."""
+    flags, body = SCRIPTS[name]
+    body = body.lstrip()
+    if not flags_supported:
+        return body
+    return f"#!lua flags={flags}\n{body}" if flags else f"#!lua\n{body}"

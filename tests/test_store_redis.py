@@ -16,9 +16,10 @@ from mailqueue_core.errors import (
     StoreError,
     StoreUnavailable,
 )
-from mailqueue_core.testing import StoreContract, run_store_model
+from mailqueue_core.testing import Damage, StoreContract, run_store_model
 from mailqueue_core.testing.contract import LEASE, make_record
 from mailqueue_stores.redis import RedisStore
+from mailqueue_stores.redis_scripts import script_source, supports_flags
 from tests.servers.redis import HOST, free_port
 
 
@@ -32,12 +33,28 @@ def now() -> float:
     return float(int(time.time()))
 
 
+def damage_record(client, store: RedisStore, record_id: str, how: Damage) -> None:
+    """Damage a queued record as an operator or a stray client would, with redis-cli's verbs."""
+    key = f"mailqueue:{{{store.namespace}}}:m:{record_id}"
+    if how is Damage.MISSING:
+        assert client.delete(key) == 1
+    elif how is Damage.PARTIAL:
+        assert client.hdel(key, "created") == 1
+    else:
+        client.hset(key, mapping={"attempts": "1.5", "created": "abc"})
+
+
 class TestRedisStore(StoreContract):
     @pytest.fixture
     def store(self, redis_server):
+        self.server = redis_server
         s = RedisStore(redis_server.url, namespace=uuid.uuid4().hex)
         yield s
         s.close()
+
+    def damage(self, store, record_id, how):
+        with self.server.client() as client:
+            damage_record(client, store, record_id, how)
 
 
 # -- what only the Redis store promises ---------------------------------------
@@ -366,10 +383,23 @@ def test_bad_urls_and_options(url, options, message):
         RedisStore(url, **options)
 
 
-def test_password_never_in_error_messages():
+@pytest.mark.parametrize(
+    ("url", "options"),
+    [
+        ("redis://user:hunter2@h:bad/0", {}),
+        ("redis+sentinel://:hunter2@s1:5000/m", {"cluster": True}),
+        ("redis+sentinel://:hunter2@s1:5000", {}),
+        ("redis://:hunter2@h", {"sentinels": [("s", 1)], "service_name": "m"}),
+        ("redis://:hunter2@a:1,b:2", {}),
+        ("memcached://:hunter2@h", {}),
+        ("redis://:hunter2@h?colour=blue", {}),
+    ],
+)
+def test_password_never_in_error_messages(url, options):
     with pytest.raises(ConfigurationError) as info:
-        RedisStore("redis://user:hunter2@h:bad/0")
+        RedisStore(url, **options)
     assert "hunter2" not in str(info.value)
+    assert "***" in str(info.value)
 
 
 def test_a_server_that_is_not_redis_is_a_store_error(now):
@@ -400,3 +430,16 @@ def test_a_server_that_is_not_redis_is_a_store_error(now):
 def test_redis_store_model(redis_server):
     """The stateful model test, each generated run in a namespace of its own."""
     run_store_model(lambda: RedisStore(redis_server.url, namespace=uuid.uuid4().hex))
+
+
+@pytest.mark.parametrize(
+    ("version", "flags"),
+    [("7.0.15", True), ("7.2.4", True), ("8.0.0", True), ("6.2.14", False), ("", True)],
+)
+def test_script_flags_only_for_servers_that_read_them(version, flags):
+    assert supports_flags(version) is flags
+    source = script_source("claim", flags)
+    assert source.startswith("#!lua flags=allow-oom\n") is flags
+    assert script_source("enqueue", True).startswith("#!lua\nlocal added")
+    assert script_source("stats", True).startswith("#!lua flags=no-writes\n")
+    assert not script_source("enqueue", False).startswith("#!")

@@ -6,12 +6,15 @@
 ``redis_cluster``          session-wide 3-node Redis Cluster, no replicas
 ``redis_sentinel``         session-wide Sentinel watching ``redis_server`` as ``mq``
 ``redis_tls_server``       session-wide server speaking only TLS, certificates by trustme
+``redis_replicated``       builds a master with replicas and a Sentinel of its own, in the
+                           test's tmp dir, for failover drills (servers can be paused)
 
 A missing ``redis-server`` (or ``redis-cli``, ``trustme``) fails the test loudly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -43,9 +46,9 @@ def _require(binary: str) -> None:
         pytest.fail(f"{binary} is missing: install Redis (apt-get install redis-server)")
 
 
-def _wait_until(check: Callable[[], bool], what: str) -> None:
+def wait_until(check: Callable[[], bool], what: str, timeout: float = READY_TIMEOUT) -> None:
     """Poll a readiness check, bounded; fail loudly when it never passes."""
-    deadline = time.monotonic() + READY_TIMEOUT
+    deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
@@ -75,7 +78,7 @@ class RedisServer:
     def start(self) -> RedisServer:
         self.executor.start()
         if not self.tls:
-            _wait_until(self._answers, f"redis-server on port {self.port}")
+            wait_until(self._answers, f"redis-server on port {self.port}")
         return self
 
     def stop(self) -> None:
@@ -89,12 +92,30 @@ class RedisServer:
         """A plain client for the test's own look at the server (close it)."""
         return redis.Redis(host=HOST, port=self.port, **kwargs)
 
+    def info(self, section: str) -> dict[str, Any]:
+        with self.client(socket_timeout=5) as client:
+            return client.info(section)
+
+    @property
+    def pid(self) -> int:
+        assert self.executor.process is not None, "the server is not running"
+        return self.executor.process.pid
+
+    def pause(self) -> None:
+        """A stall: SIGSTOP, as a machine swapping to death or a VM paused would."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
     def _answers(self) -> bool:
         with self.client(socket_timeout=1) as client:
             try:
                 return bool(client.ping())
             except redis.exceptions.AuthenticationError:
                 return True  # up, and asking for a password
+            except redis.exceptions.MasterDownError:
+                return True  # up, a replica that serves nothing until it has synced
             except redis.exceptions.ConnectionError:  # includes LOADING
                 return False
 
@@ -156,7 +177,7 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
         if done.returncode != 0:
             pytest.fail(f"redis-cli --cluster create failed: {done.stdout}{done.stderr}")
         for node in nodes:
-            _wait_until(lambda node=node: _cluster_ok(node), f"cluster node {node.port}")
+            wait_until(lambda node=node: _cluster_ok(node), f"cluster node {node.port}")
         yield cluster
     finally:
         for node in nodes:
@@ -215,3 +236,131 @@ def redis_tls_server(
     server.start()
     yield server, ca_file
     server.stop()
+
+
+def wait_for_replicas(master: RedisServer, count: int) -> None:
+    """Until ``count`` replicas are online and have everything the master wrote."""
+
+    def caught_up() -> bool:
+        info = master.info("replication")
+        offset = info["master_repl_offset"]
+        replicas = [info.get(f"slave{i}") for i in range(count)]
+        return info["connected_slaves"] == count and all(
+            r and r["state"] == "online" and r["offset"] == offset for r in replicas
+        )
+
+    wait_until(caught_up, f"{count} replicas of port {master.port} to catch up")
+
+
+class Sentinel:
+    """One Sentinel process watching a master as service ``mq``; quick to fail over."""
+
+    SERVICE = "mq"
+
+    def __init__(self, directory: Path, master: RedisServer) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        conf = directory / "sentinel.conf"
+        conf.write_text(
+            f"port {self.port}\nbind {HOST}\ndir {directory}\n"
+            f"sentinel monitor {self.SERVICE} {HOST} {master.port} 1\n"
+            f"sentinel down-after-milliseconds {self.SERVICE} 500\n"
+            f"sentinel failover-timeout {self.SERVICE} 2000\n"
+        )
+        self.executor = TCPExecutor(
+            [REDIS_SERVER, str(conf), "--sentinel"],
+            host=HOST,
+            port=self.port,
+            timeout=READY_TIMEOUT,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://{HOST}:{self.port}/{self.SERVICE}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host=HOST, port=self.port, socket_timeout=5)
+
+    def master_port(self) -> int:
+        """The master's port once a failover is over (clients ask ``SENTINEL MASTERS``)."""
+        with self.client() as client:
+            state = client.sentinel_master(self.SERVICE)
+        return int(state["port"]) if state["flags"] == "master" else 0
+
+    def known_replicas(self) -> int:
+        with self.client() as client:
+            return len(client.execute_command("SENTINEL", "REPLICAS", self.SERVICE))
+
+
+class Replicated:
+    """A master, its replicas and maybe a Sentinel; ``wait_for_failover`` for a new master."""
+
+    def __init__(
+        self, master: RedisServer, replicas: list[RedisServer], sentinel: Sentinel | None
+    ):
+        self.master = master
+        self.replicas = replicas
+        self._sentinel = sentinel
+
+    @property
+    def sentinel(self) -> Sentinel:
+        assert self._sentinel is not None, "made with watched=False: no Sentinel"
+        return self._sentinel
+
+    def wait_for_failover(self, timeout: float = 60.0) -> RedisServer:
+        """Until Sentinel names a replica as the master and it takes writes; that replica."""
+        old = self.master.port
+        wait_until(
+            lambda: self.sentinel.master_port() not in (old, 0), "a Sentinel failover", timeout
+        )
+        new = next(r for r in self.replicas if r.port == self.sentinel.master_port())
+        wait_until(lambda: new.info("replication")["role"] == "master", "the new master")
+        return new
+
+
+@contextlib.contextmanager
+def replication(directory: Path) -> Iterator[Callable[..., Replicated]]:
+    """``make(replicas=2, *master_args, watched=True)``: a master, replicas in sync, and
+    (unless ``watched=False``) a Sentinel on them, which fails over when the master is
+    silent for half a second."""
+    servers: list[RedisServer] = []
+    sentinels: list[Sentinel] = []
+
+    def make(replicas: int = 2, *master_args: str, watched: bool = True) -> Replicated:
+        base = directory / f"replicated-{len(servers)}"
+        plain = ("--save", "", "--appendonly", "no")
+        quick = ("--repl-diskless-sync-delay", "0")  # not the default 5 s wait for more replicas
+        master = RedisServer(base / "master", *plain, *quick, *master_args).start()
+        servers.append(master)
+        copies = []
+        for i in range(replicas):
+            of = ("--replicaof", HOST, str(master.port))
+            replica = RedisServer(base / f"replica{i}", *plain, *of)
+            servers.append(replica)
+            copies.append(replica.start())
+        wait_for_replicas(master, replicas)
+        if not watched:
+            return Replicated(master, copies, None)
+        sentinel = Sentinel(base / "sentinel", master)
+        sentinels.append(sentinel)
+        sentinel.executor.start()
+        wait_until(lambda: sentinel.known_replicas() == replicas, "Sentinel to see the replicas")
+        return Replicated(master, copies, sentinel)
+
+    try:
+        yield make
+    finally:
+        for sentinel in sentinels:
+            sentinel.executor.stop()
+        for server in servers:
+            if server.executor.running():
+                with contextlib.suppress(ProcessLookupError):
+                    server.resume()
+                server.stop()
+
+
+@pytest.fixture
+def redis_replicated(tmp_path: Path) -> Iterator[Callable[..., Replicated]]:
+    """See :func:`replication`; the servers live in the test's tmp dir."""
+    with replication(tmp_path) as make:
+        yield make
