@@ -19,6 +19,7 @@ from django.core.checks import CheckMessage, Error, Warning, register
 from django.utils.module_loading import import_string
 
 from mailqueue_core.errors import ConfigurationError, StoreUnavailable
+from mailqueue_core.store import Capability, Store
 from mailqueue_core.urls import redact
 
 _REPORTER_FILTER = "mailqueue_core.reporting.SafeExceptionReporterFilter"
@@ -37,7 +38,7 @@ def _uses_queue() -> bool:
 @register("mailqueue")
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     from mailqueue_core.django_settings import get_config
-    from mailqueue_core.plugins import make_routes, make_store, split_spec
+    from mailqueue_core.plugins import make_routes, make_store
 
     if getattr(settings, "MAILQUEUE", None) is None and not _uses_queue():
         return []
@@ -50,23 +51,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         if spec is None:
             continue
         try:
-            name, _, _ = split_spec(spec, f"MAILQUEUE['{key}']")
             # Building a store checks its URL and options; stores connect lazily.
-            make_store(spec, namespace=config.namespace, setting=f"MAILQUEUE['{key}']").close()
+            store = make_store(spec, namespace=config.namespace, setting=f"MAILQUEUE['{key}']")
+            store.close()
         except ConfigurationError as exc:
             messages.append(Error(redact(str(exc)), id="mailqueue.E002"))
             continue
-        if name == "memory" and key == "STORE":
-            messages.append(
-                Warning(
-                    "MAILQUEUE['STORE'] is the in-memory store: a flusher in another "
-                    "process (cron, a service) cannot see its mail, and it is lost when "
-                    "the process exits.",
-                    hint="Use 'sqlite:////var/spool/mailqueue.db' on one machine or a "
-                    "'redis://' URL on several; keep 'memory://' for tests.",
-                    id="mailqueue.W001",
-                )
-            )
+        if key == "STORE":
+            messages += _capability_warnings(type(store))
     try:
         make_routes(config.transport, config.transports).close()
     except ConfigurationError as exc:
@@ -91,6 +83,38 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     return messages
+
+
+def _capability_warnings(cls: type[Store]) -> list[CheckMessage]:
+    """What the STORE cannot do, from its declared capabilities (never its name)."""
+    can = cls.capabilities
+    if Capability.SHARED not in can:
+        lost = "." if Capability.DURABLE in can else ", and it is lost when the process exits."
+        return [
+            Warning(
+                f"MAILQUEUE['STORE'] ({cls.__name__}) is not shared between processes: a "
+                "flusher in another process (cron, a service) cannot see its mail" + lost,
+                hint="Use 'sqlite:////var/spool/mailqueue.db' on one machine or a "
+                "'redis://' URL on several; keep 'memory://' for tests.",
+                id="mailqueue.W001",
+            )
+        ]
+    if Capability.DURABLE not in can:
+        reported = (
+            "each loss is reported (mailqueue status, mailqueue dead)"
+            if Capability.MAY_LOSE in can
+            else "losses are not reported"
+        )
+        return [
+            Warning(
+                f"MAILQUEUE['STORE'] ({cls.__name__}) is not durable: a restart or an "
+                f"eviction on its server loses queued mail; {reported}.",
+                hint="Prefer 'redis://' or 'sqlite:///' when mail must survive a restart; "
+                "silence mailqueue.W006 if you accept the risk.",
+                id="mailqueue.W006",
+            )
+        ]
+    return []
 
 
 def _strings(value: Any, where: str) -> Iterator[tuple[str, str]]:

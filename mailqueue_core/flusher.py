@@ -53,7 +53,7 @@ from mailqueue_core.errors import (
 from mailqueue_core.message import QueuedMessage
 from mailqueue_core.policy import RetryPolicy
 from mailqueue_core.ratelimit import RateLimiter
-from mailqueue_core.store import Claim, Store
+from mailqueue_core.store import Capability, Claim, Store
 from mailqueue_core.text import cap, get_logger
 from mailqueue_core.transport import Delivery, Transport
 
@@ -313,7 +313,7 @@ class Flusher:
         start = time.monotonic()
         deadline = None if time_limit is None else start + time_limit
         # An in-process store acks faster than a thread hand-off would take.
-        self._acker = _Acker(self.store, "shared" in self.store.capabilities, self._lost)
+        self._acker = _Acker(self.store, Capability.SHARED in self.store.capabilities, self._lost)
         try:
             self._loop(stop, start_over or threading.Event(), limit, deadline, result)
         finally:

@@ -21,10 +21,36 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import enum
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
-__all__ = ["Claim", "DeadLetter", "Record", "Stats", "Store"]
+__all__ = ["Capability", "Claim", "DeadLetter", "Record", "Stats", "Store"]
+
+
+class Capability(str, enum.Enum):
+    """What a store can do, declared in :attr:`Store.capabilities`.
+
+    The engine, the system checks and the contract tests read these, never a
+    store's name, so a third-party store is treated as what it declares. Each
+    member is equal to its string value, so ``"shared" in store.capabilities``
+    also works.
+    """
+
+    SHARED = "shared"
+    """Several processes and machines see one queue: a flusher in another
+    process (cron, a service) sees what a web process queued. The flusher
+    overlaps each ack (a round trip) with rendering the next message. Without
+    it the system check warns (``mailqueue.W001``)."""
+    DURABLE = "durable"
+    """Queued mail survives a restart of the processes and of the server.
+    Without it the system check warns (``mailqueue.W001`` or ``W006``)."""
+    MAY_LOSE = "may_lose"
+    """The store can lose a record by design (memcached evicts) and reports
+    each loss (``Stats.lost``, ``dead_letters(lost=True)``); the check says so."""
+    RATE_LIMIT = "rate_limit"
+    """Keeps shared token buckets and connection slots (the three rate-limit
+    methods); without it each flusher limits itself, with a warning."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,14 +151,9 @@ class Store(abc.ABC):
     when they raise.
     """
 
-    #: Words a store declares for what it can do; the contract tests skip by
-    #: capability, never by name. Known words:
-    #: ``"shared"`` (several processes/machines see one queue),
-    #: ``"durable"`` (survives a restart of the process that wrote it),
-    #: ``"may_lose"`` (can lose a record and reports it as lost),
-    #: ``"rate_limit"`` (keeps shared token buckets and connection slots: the
-    #: three methods at the end of this class).
-    capabilities: ClassVar[frozenset[str]] = frozenset()
+    #: What the store can do (see :class:`Capability`); the contract tests skip
+    #: by capability, never by name.
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
 
     #: The largest record ``data`` this store can hold, or None.
     max_record_size: ClassVar[int | None] = None

@@ -45,7 +45,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 from mailqueue_core.errors import MessageTooLarge, StoreError
-from mailqueue_core.store import Claim, DeadLetter, Record, Stats, Store
+from mailqueue_core.store import Capability, Claim, DeadLetter, Record, Stats, Store
 from mailqueue_stores import memcached_config as config
 from mailqueue_stores.memcached_client import MemcachedClient
 from mailqueue_stores.memcached_journal import Journal
@@ -58,7 +58,7 @@ ROUNDS = 4
 
 
 class MemcachedStore(Store):
-    capabilities = frozenset({"shared", "may_lose"})
+    capabilities = frozenset({Capability.SHARED, Capability.MAY_LOSE})
     max_record_size: ClassVar[int | None] = config.DEFAULT_MAX_ITEM_SIZE
 
     def __init__(self, location: str = "memcached://", **options: Any) -> None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 
 from mailqueue_core.errors import ConfigurationError, LeaseLost
 from mailqueue_core.ratelimit import LocalLimits
-from mailqueue_core.store import Claim, DeadLetter, Record, Stats, Store
+from mailqueue_core.store import Capability, Claim, DeadLetter, Record, Stats, Store
 
 _queues: dict[tuple[str, str], _Queue] = {}
 _queues_lock = threading.Lock()
@@ -59,7 +59,7 @@ class _Queue:
 
 
 class MemoryStore(Store):
-    capabilities = frozenset({"rate_limit"})
+    capabilities = frozenset({Capability.RATE_LIMIT})
 
     def __init__(self, location: str = "memory://", **options: object) -> None:
         namespace = options.pop("namespace", "default")

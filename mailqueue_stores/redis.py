@@ -79,7 +79,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from mailqueue_core.errors import ConfigurationError, LeaseLost, MessageTooLarge, StoreError
-from mailqueue_core.store import Claim, DeadLetter, Record, Stats, Store
+from mailqueue_core.store import Capability, Claim, DeadLetter, Record, Stats, Store
 from mailqueue_core.text import get_logger
 from mailqueue_core.urls import redact
 from mailqueue_stores.redis_client import RedisClient, ReplicasMissing
@@ -105,7 +105,7 @@ _KEEPS_QUEUE = ("noeviction", "volatile-lru", "volatile-lfu", "volatile-random",
 
 
 class RedisStore(RedisLimits, Store):
-    capabilities = frozenset({"shared", "durable", "rate_limit"})
+    capabilities = frozenset({Capability.SHARED, Capability.DURABLE, Capability.RATE_LIMIT})
     #: Redis's largest string (``proto-max-bulk-len``, 512 MiB by default).
     max_record_size = 512 * 1024 * 1024
 

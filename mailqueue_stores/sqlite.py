@@ -66,7 +66,7 @@ from typing import TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from mailqueue_core.errors import ConfigurationError, LeaseLost, StoreUnavailable
-from mailqueue_core.store import Claim, DeadLetter, Record, Stats, Store
+from mailqueue_core.store import Capability, Claim, DeadLetter, Record, Stats, Store
 from mailqueue_core.text import get_logger
 from mailqueue_core.urls import redact
 from mailqueue_stores import sqlite_schema as sql
@@ -172,7 +172,7 @@ def _reserve(value: object) -> int:
 
 
 class SQLiteStore(SQLiteLimits, Store):
-    capabilities = frozenset({"shared", "durable", "rate_limit"})
+    capabilities = frozenset({Capability.SHARED, Capability.DURABLE, Capability.RATE_LIMIT})
 
     def __init__(self, location: str, **options: object) -> None:
         path, query = _parse_location(location)

@@ -11,6 +11,7 @@ from mailqueue_core import plugins
 from mailqueue_core.config import Config
 from mailqueue_core.errors import ConfigurationError, StoreUnavailable
 from mailqueue_core.policy import RetryPolicy
+from mailqueue_core.store import Capability
 from mailqueue_core.urls import parse_bool, parse_url, plugin_name, redact
 from mailqueue_stores.memory import MemoryStore
 from mailqueue_transports.django import DjangoTransport
@@ -182,6 +183,52 @@ def test_checks_report_bad_settings():
         assert ids(run_checks(tags=["mailqueue"])) == ["mailqueue.E003"]
     with override_settings(MAILQUEUE={"STORE": "memory://"}):
         assert ids(run_checks(tags=["mailqueue"])) == ["mailqueue.W001"]
+
+
+class DurableButPrivate(MemoryStore):
+    capabilities = frozenset({Capability.DURABLE})
+
+
+class Forgetful(MemoryStore):
+    capabilities = frozenset({Capability.SHARED, Capability.MAY_LOSE})
+
+
+class SilentlyForgetful(MemoryStore):
+    capabilities = frozenset({Capability.SHARED})
+
+
+@pytest.fixture
+def capability_plugins(tmp_path, monkeypatch):
+    """Third-party stores told apart only by what they declare."""
+    dist = tmp_path / "mq_capability_plugins-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mq-cap-plugins\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[mailqueue.stores]\n"
+        f"private = {__name__}:DurableButPrivate\n"
+        f"forgetful = {__name__}:Forgetful\n"
+        f"silent = {__name__}:SilentlyForgetful\n"
+        f"shared = {__name__}:SharedMemory\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(stevedore.ExtensionManager, "ENTRY_POINT_CACHE", {})
+
+
+def test_store_warnings_follow_capabilities_not_names(capability_plugins):
+    def only(store):
+        with override_settings(MAILQUEUE={"STORE": store}):
+            (message,) = run_checks(tags=["mailqueue"])
+        return message
+
+    private = only("private://x")
+    assert private.id == "mailqueue.W001" and "DurableButPrivate" in private.msg
+    assert "lost when the process exits" not in private.msg
+    assert "lost when the process exits" in only("memory://").msg
+    forgetful = only("forgetful://x")
+    assert forgetful.id == "mailqueue.W006" and "each loss is reported" in forgetful.msg
+    assert "losses are not reported" in only("silent://x").msg
+    with override_settings(MAILQUEUE={"STORE": "shared://x"}):
+        assert run_checks(tags=["mailqueue"]) == []
     with override_settings(
         MAILQUEUE={"STORE": "sqlite:////tmp/x.db", "MAX_AGE": 30, "RETRY": {"FIRST": 60}}
     ):
@@ -211,7 +258,13 @@ def test_check_reports_an_unparseable_store_url():
 # -- the store check: Store.verify() under manage.py check --deploy ---------------------
 
 
-class UnkeptPromises(MemoryStore):
+class SharedMemory(MemoryStore):
+    """Declares what a shared, durable store would, so only verify() is judged."""
+
+    capabilities = frozenset({Capability.SHARED, Capability.DURABLE})
+
+
+class UnkeptPromises(SharedMemory):
     """A store whose server is set up so that it would lose mail."""
 
     def verify(self) -> None:
@@ -220,12 +273,12 @@ class UnkeptPromises(MemoryStore):
         )
 
 
-class Unreachable(MemoryStore):
+class Unreachable(SharedMemory):
     def verify(self) -> None:
         raise StoreUnavailable("cannot reach redis://:hunter2@10.0.0.1/0: timed out")
 
 
-class UnhintedPromises(MemoryStore):
+class UnhintedPromises(SharedMemory):
     def verify(self) -> None:
         raise ConfigurationError("the server is set up wrong")
 

@@ -14,7 +14,7 @@ from mailqueue_core.config import Config
 from mailqueue_core.flusher import Flusher, FlushListener, FlushResult
 from mailqueue_core.plugins import make_routes, make_store
 from mailqueue_core.ratelimit import LocalLimits, RateLimiter
-from mailqueue_core.store import Store
+from mailqueue_core.store import Capability, Store
 from mailqueue_core.text import get_logger
 
 __all__ = ["build_flusher", "flush_one", "limiter", "open_store"]
@@ -31,7 +31,7 @@ def open_store(conf: Config) -> Store:
 def limiter(conf: Config, store: Store) -> RateLimiter | None:
     if conf.rate_limit is None:
         return None
-    if "rate_limit" in store.capabilities:
+    if Capability.RATE_LIMIT in store.capabilities:
         return RateLimiter(conf.rate_limit, store, time.time)
     logger.warning(
         "the %s store cannot share MAILQUEUE['RATE_LIMIT'] between flushers: each flusher "

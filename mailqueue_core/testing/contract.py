@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from mailqueue_core.errors import LeaseLost
-from mailqueue_core.store import Claim, Record, Store
+from mailqueue_core.store import Capability, Claim, Record, Store
 
 __all__ = ["Damage", "StoreContract", "make_record"]
 
@@ -490,7 +490,7 @@ class StoreContract:
 
     @pytest.fixture
     def limits(self, store: Store) -> Store:
-        if "rate_limit" not in store.capabilities:
+        if Capability.RATE_LIMIT not in store.capabilities:
             pytest.skip(f"{type(store).__name__} does not declare the 'rate_limit' capability")
         return store
 

@@ -67,7 +67,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from mailqueue_core.errors import ConfigurationError, LeaseLost, StoreUnavailable
-from mailqueue_core.store import Claim, DeadLetter, Record, Stats, Store
+from mailqueue_core.store import Capability, Claim, DeadLetter, Record, Stats, Store
 from mailqueue_core.urls import parse_bool
 from mailqueue_spool import files
 
@@ -101,7 +101,7 @@ def parse_location(location: str) -> tuple[str, dict[str, str]]:
 class SpoolStore(Store):
     """A queue in a spool directory, one file per message (see the module docstring)."""
 
-    capabilities = frozenset({"shared", "durable"})
+    capabilities = frozenset({Capability.SHARED, Capability.DURABLE})
 
     def __init__(self, location: str, **options: object) -> None:
         root, query = parse_location(location)
