@@ -1,6 +1,6 @@
 """System checks: a bad ``MAILQUEUE`` is reported at startup, saying what to change.
 
-Every message passes through :func:`~mailqueue_core.urls.redact`: ``manage.py check``
+Every message passes through :func:`~mailqueue_core.locations.redact`: ``manage.py check``
 output lands in CI logs and terminals, and never shows a password.
 
 ``check_stores`` asks each store's server whether it can keep the queue's promises
@@ -19,8 +19,8 @@ from django.core.checks import CheckMessage, Error, Warning, register
 from django.utils.module_loading import import_string
 
 from mailqueue_core.errors import ConfigurationError, StoreUnavailable
+from mailqueue_core.locations import redact
 from mailqueue_core.store import Capability, Store
-from mailqueue_core.urls import redact
 
 _REPORTER_FILTER = "mailqueue_core.reporting.SafeExceptionReporterFilter"
 

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from mailqueue_core.errors import ConfigurationError, reject_unknown_keys
+from mailqueue_core.locations import redact_value
 from mailqueue_core.policy import RetryPolicy
 from mailqueue_core.ratelimit import RateLimit
-from mailqueue_core.urls import redact_value
 
 __all__ = ["DEFAULTS", "Config"]
 

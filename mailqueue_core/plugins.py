@@ -19,9 +19,9 @@ from stevedore import DriverManager
 from stevedore.exception import NoMatches
 
 from mailqueue_core.errors import ConfigurationError, reject_unknown_keys
+from mailqueue_core.locations import plugin_name, redact, redact_value
 from mailqueue_core.store import Store
 from mailqueue_core.transport import Transport
-from mailqueue_core.urls import plugin_name, redact, redact_value
 
 __all__ = [
     "STORES",

@@ -7,7 +7,7 @@ whose *name* looks secret (``PASSWORD``, ``API_KEY``, any key matching
 technical 500 page (``DEBUG = True``) and in every error mail to ``ADMINS``.
 The filter here also hides the passwords of URLs, in every setting (``MAILQUEUE``,
 ``MAILERS`` on Django 6.1, ``CACHES``...) and in the local variables of the
-traceback, with :func:`mailqueue_core.urls.redact`::
+traceback, with :func:`mailqueue_core.locations.redact`::
 
     DEFAULT_EXCEPTION_REPORTER_FILTER = "mailqueue_core.reporting.SafeExceptionReporterFilter"
 
@@ -25,7 +25,7 @@ from typing import Any
 
 from django.views import debug
 
-from mailqueue_core.urls import redact, redact_value
+from mailqueue_core.locations import redact, redact_value
 
 __all__ = ["SafeExceptionReporterFilter"]
 

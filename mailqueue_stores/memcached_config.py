@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from urllib.parse import parse_qsl, urlsplit
 
 from mailqueue_core.errors import ConfigurationError
-from mailqueue_core.urls import redact
+from mailqueue_core.locations import redact
 
 DEFAULT_PORT = 11211
 #: memcached's default item size limit (``-I 1m``) less room for the key and

@@ -79,9 +79,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from mailqueue_core.errors import ConfigurationError, LeaseLost, MessageTooLarge, StoreError
+from mailqueue_core.locations import redact
 from mailqueue_core.store import Capability, Claim, DeadLetter, Record, Stats, Store
 from mailqueue_core.text import get_logger
-from mailqueue_core.urls import redact
 from mailqueue_stores.redis_client import RedisClient, ReplicasMissing
 from mailqueue_stores.redis_config import parse_settings
 from mailqueue_stores.redis_limits import RedisLimits

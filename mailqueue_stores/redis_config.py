@@ -13,7 +13,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from mailqueue_core.errors import ConfigurationError
-from mailqueue_core.urls import redact
+from mailqueue_core.locations import redact
 
 __all__ = ["RedisSettings", "parse_settings"]
 

@@ -66,9 +66,9 @@ from typing import TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from mailqueue_core.errors import ConfigurationError, LeaseLost, StoreUnavailable
+from mailqueue_core.locations import redact
 from mailqueue_core.store import Capability, Claim, DeadLetter, Record, Stats, Store
 from mailqueue_core.text import get_logger
-from mailqueue_core.urls import redact
 from mailqueue_stores import sqlite_schema as sql
 from mailqueue_stores.sqlite_connections import ConnectionPool
 from mailqueue_stores.sqlite_django import enqueue_in_site_transaction

@@ -44,9 +44,9 @@ from mailqueue_core.errors import (
     PermanentError,
     TransientError,
 )
+from mailqueue_core.locations import parse_bool, parse_url
 from mailqueue_core.message import QueuedMessage
 from mailqueue_core.transport import Delivery, Transport
-from mailqueue_core.urls import parse_bool, parse_url
 from mailqueue_transports.smtp_errors import (
     classify_reply,
     translate_open_error,

@@ -10,9 +10,9 @@ from django.test import override_settings
 from mailqueue_core import plugins
 from mailqueue_core.config import Config
 from mailqueue_core.errors import ConfigurationError, StoreUnavailable
+from mailqueue_core.locations import parse_bool, parse_url, plugin_name, redact
 from mailqueue_core.policy import RetryPolicy
 from mailqueue_core.store import Capability
-from mailqueue_core.urls import parse_bool, parse_url, plugin_name, redact
 from mailqueue_stores.memory import MemoryStore
 from mailqueue_transports.django import DjangoTransport
 from mailqueue_transports.smtp import SMTPTransport

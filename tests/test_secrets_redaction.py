@@ -17,7 +17,7 @@ from django.test import override_settings
 from mailqueue_core import plugins
 from mailqueue_core.config import Config
 from mailqueue_core.errors import ConfigurationError
-from mailqueue_core.urls import redact, redact_value
+from mailqueue_core.locations import redact, redact_value
 
 SECRET = "hunter2"
 

@@ -67,8 +67,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from mailqueue_core.errors import ConfigurationError, LeaseLost, StoreUnavailable
+from mailqueue_core.locations import parse_bool
 from mailqueue_core.store import Capability, Claim, DeadLetter, Record, Stats, Store
-from mailqueue_core.urls import parse_bool
 from mailqueue_spool import files
 
 __all__ = ["SpoolStore", "parse_location"]

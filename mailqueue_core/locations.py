@@ -1,4 +1,4 @@
-"""Parsing of store and transport URLs (``redis://host/0``, ``smtp://user@host:587``).
+"""Store and transport locations: their URLs parsed (``redis://host/0``) and redacted.
 
 The scheme names the plugin: its entry-point name, or that name followed by
 ``+variant`` (``redis+sentinel://``). Everything after the scheme belongs to
