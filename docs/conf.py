@@ -28,6 +28,7 @@ extensions = [
     "sphinx.ext.viewcode",
     "mailqueue_settings",
     "plugin_docstrings",  # the mailqueue-plugins directive
+    "plugin_options",  # the mailqueue-options directive
 ]
 
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]

@@ -14,8 +14,10 @@ value, and a line of documentation)::
 values) through that table: ``namespace`` is taken out for
 :class:`~mailqueue_core.store.Store`; an unknown option is a
 :class:`~mailqueue_core.errors.ConfigurationError` that lists the valid ones
-and suggests the nearest; an option given in both places with different values
-is an error, as is a value of the wrong kind; a secret's value is never shown.
+and suggests the nearest; a value of the wrong kind is an error naming where it
+was given (a secret's value is never shown); an option given in both places is
+read from ``OPTIONS``, as keyword arguments win over a URL everywhere else
+(kombu's transport options, a store built again in another namespace).
 The docs' option tables are generated from the same declarations
 (:func:`describe`), so the reference cannot drift from the code.
 """
@@ -28,7 +30,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl
 
 from mailqueue_core.errors import ConfigurationError
 
@@ -184,13 +186,15 @@ def describe(declared: type[Any]) -> list[OptionDoc]:
 
 def split_query(location: str, what: str) -> tuple[str, dict[str, str]]:
     """``location`` without its query, and the query as a dict (a key given twice is an error)."""
-    parts = urlsplit(location)
+    # Cut at the "?" rather than rebuild with urlunsplit, which turns an empty
+    # host into no host for schemes it does not know (sqlite:////abs -> sqlite://abs).
+    bare, _, text = location.partition("?")
     query: dict[str, str] = {}
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+    for key, value in parse_qsl(text, keep_blank_values=True):
         if key in query:
             raise ConfigurationError(f"{what}: the URL gives {key!r} more than once")
         query[key] = value
-    return urlunsplit(parts._replace(query="")), query
+    return bare, query
 
 
 def _shown(name: str, value: object) -> str:
@@ -203,7 +207,7 @@ def read_options(
     query: Mapping[str, str],
     options: Mapping[str, object],
 ) -> tuple[str, T]:
-    """``(namespace, declared(...))`` from a URL query and OPTIONS.
+    """``(namespace, declared(...))`` from a URL query and OPTIONS (OPTIONS win).
 
     ``what`` names the plugin in messages ("redis store", "smtp transport").
     """
@@ -240,11 +244,6 @@ def read_options(
                 ) from None
         if not parsed:
             continue
-        if len(parsed) == 2 and parsed[0] != parsed[1]:
-            raise ConfigurationError(
-                f"{what}: option {name!r} is given both in the URL ({_shown(name, query[name])}) "
-                f"and in OPTIONS ({_shown(name, options[name])}); give it once"
-            )
         if name == "namespace":
             namespace = parsed[-1]
         else:

@@ -7,10 +7,12 @@ What it is
 URL format
     ``memory://`` or ``memory://NAME``: stores with the same NAME and namespace
     in one process share one queue (as Django's locmem cache does), so the
-    queueing backend and a flusher in the same process see the same mail.
+    queueing backend and a flusher in the same process see the same mail;
+    ``memory://NAME?namespace=shop`` names the namespace in the URL.
 
 Options
-    ``namespace`` (str, ``"default"``).
+    ``namespace`` only, read through :func:`mailqueue_core.options.read_options`
+    like every store's options (anything else is an error listing it).
 
 Capabilities and what it can lose
     ``rate_limit`` (within the process). Not shared, nothing durable: every
@@ -26,7 +28,8 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from mailqueue_core.errors import ConfigurationError, LeaseLost
+from mailqueue_core.errors import LeaseLost
+from mailqueue_core.options import read_options, split_query
 from mailqueue_core.ratelimit import LocalLimits
 from mailqueue_core.store import Capability, Claim, DeadLetter, Record, Stats, Store
 
@@ -58,15 +61,19 @@ class _Queue:
         heapq.heappush(self.heap, (record.due, self.seq, record.id))
 
 
+@dataclass(frozen=True)
+class MemoryOptions:
+    """The memory store takes no option but ``namespace``."""
+
+
 class MemoryStore(Store):
     capabilities = frozenset({Capability.RATE_LIMIT})
 
     def __init__(self, location: str = "memory://", **options: object) -> None:
-        namespace = options.pop("namespace", "default")
-        if options:
-            raise ConfigurationError(f"unknown memory store options: {', '.join(sorted(options))}")
-        super().__init__(location, namespace=namespace)  # type: ignore[arg-type]
-        name = location.split("://", 1)[-1]
+        bare, query = split_query(location, "memory store")
+        namespace, _ = read_options(MemoryOptions, "memory store", query, options)
+        super().__init__(location, namespace=namespace)
+        name = bare.split("://", 1)[-1]
         with _queues_lock:
             self._q = _queues.setdefault((name, self.namespace), _Queue())
 

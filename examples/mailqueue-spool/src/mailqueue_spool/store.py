@@ -34,10 +34,9 @@ URL format
     options win over the query string.
 
 Options
-    ``namespace`` (str, ``"default"``): a sub-directory of its own.
-    ``fsync`` (bool, ``True``): fsync every file and directory change before
-    returning. ``False`` is faster and still safe against a crash of any
-    process, not against a power cut or an operating-system crash.
+    Declared once in :class:`SpoolOptions` and read through mailqueue's own
+    parser (:func:`mailqueue_core.options.read_options`), which lists the valid
+    options when one is unknown. ``namespace`` is a sub-directory of its own.
 
 Capabilities and what it can lose
     ``shared`` between the processes of one machine, on a local POSIX
@@ -64,10 +63,10 @@ import dataclasses
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from mailqueue_core.errors import ConfigurationError, LeaseLost, StoreUnavailable
-from mailqueue_core.locations import parse_bool
+from mailqueue_core.options import BOOLEAN, option, read_options, split_query
 from mailqueue_core.store import Capability, Claim, DeadLetter, Record, Stats, Store
 from mailqueue_spool import files
 
@@ -79,9 +78,22 @@ __all__ = ["SpoolStore", "parse_location"]
 _GRACE = 600.0
 
 
+@dataclasses.dataclass(frozen=True)
+class SpoolOptions:
+    """The spool store's options: one declaration for the parser, the errors and the docs."""
+
+    fsync: bool = option(
+        True,
+        BOOLEAN,
+        "fsync every file and directory change before returning; false is faster and still "
+        "safe against a crash of any process, not against a power cut or an OS crash",
+    )
+
+
 def parse_location(location: str) -> tuple[str, dict[str, str]]:
     """The spool directory and the query options of a ``spool:///`` URL."""
-    parts = urlsplit(location)
+    bare, query = split_query(location, "spool store")
+    parts = urlsplit(bare)
     if parts.scheme != "spool":
         raise ConfigurationError(f"spool store URL must start with 'spool:///', got {location!r}")
     path = unquote(parts.path)
@@ -90,11 +102,6 @@ def parse_location(location: str) -> tuple[str, dict[str, str]]:
             f"spool store URL {location!r} names no absolute directory: "
             "use spool:///abs/path/to/dir"
         )
-    query: dict[str, str] = {}
-    for key, values in parse_qs(parts.query, keep_blank_values=True).items():
-        if len(values) > 1:
-            raise ConfigurationError(f"spool store URL gives {key!r} more than once")
-        query[key] = values[0]
     return os.path.normpath(path), query
 
 
@@ -105,16 +112,12 @@ class SpoolStore(Store):
 
     def __init__(self, location: str, **options: object) -> None:
         root, query = parse_location(location)
-        given: dict[str, object] = {**query, **options}
-        namespace = given.pop("namespace", "default")
-        fsync = parse_bool(given.pop("fsync", True), "fsync")
-        if given:
-            raise ConfigurationError(f"unknown spool store options: {', '.join(sorted(given))}")
-        super().__init__(location, namespace=namespace)  # type: ignore[arg-type]
+        namespace, declared = read_options(SpoolOptions, "spool store", query, options)
+        super().__init__(location, namespace=namespace)
         self.root = root
-        self.fsync = fsync
+        self.fsync = declared.fsync
         #: What it takes to build a twin of this store (besides location and namespace).
-        self.options: dict[str, object] = {"fsync": fsync}
+        self.options: dict[str, object] = {"fsync": declared.fsync}
         base = os.path.join(root, files.namespace_dir(self.namespace))
         self._queue = os.path.join(base, "queue")
         self._dead = os.path.join(base, "dead")
