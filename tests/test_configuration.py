@@ -84,7 +84,7 @@ def test_store_by_name_url_and_dict():
         ({"OPTIONS": {}}, "NAME is required"),
         ({"NAME": "memory", "OPTIONS": 3}, "must be a dict"),
         (42, "must be a name, a URL or a dict"),
-        ({"NAME": "memory", "OPTIONS": {"colour": "red"}}, "unknown memory store options"),
+        ({"NAME": "memory", "OPTIONS": {"colour": "red"}}, "memory store: unknown option 'colour'"),
         ({"NAME": "memory", "OPTIONS": {"namespace": 5}}, "namespace"),
     ],
 )
