@@ -47,6 +47,7 @@ __all__ = [
     "describe",
     "option",
     "optional",
+    "read_declared",
     "read_options",
     "split_query",
 ]
@@ -209,43 +210,57 @@ def read_options(
 ) -> tuple[str, T]:
     """``(namespace, declared(...))`` from a URL query and OPTIONS (OPTIONS win).
 
-    ``what`` names the plugin in messages ("redis store", "smtp transport").
+    For a store: ``namespace`` is valid beside the declared options and taken
+    out. ``what`` names the plugin in messages ("redis store").
     """
-    fields = {f.name: f for f in dataclasses.fields(declared)}  # type: ignore[arg-type]
-    valid = ["namespace", *fields]
+    values = _read(declared, what, query, options, {"namespace": TEXT})
+    namespace = values.pop("namespace", "default")
+    return namespace, declared(**values)
+
+
+def read_declared(
+    declared: type[T],
+    what: str,
+    query: Mapping[str, str],
+    options: Mapping[str, object],
+) -> T:
+    """``declared(...)`` from a URL query and OPTIONS (OPTIONS win), for a transport."""
+    return declared(**_read(declared, what, query, options, {}))
+
+
+def _read(
+    declared: type[Any],
+    what: str,
+    query: Mapping[str, str],
+    options: Mapping[str, object],
+    extra: Mapping[str, Kind],
+) -> dict[str, Any]:
+    kinds: dict[str, Kind] = dict(extra)
+    for field in dataclasses.fields(declared):
+        kinds[field.name] = field.metadata["kind"]
     for source, given in (("URL", query), ("OPTIONS", options)):
         for name in given:
-            if name in valid:
-                if source == "URL" and name in fields and not fields[name].metadata["kind"].in_url:
-                    raise ConfigurationError(
-                        f"{what}: option {name!r} cannot be given in the URL; put it in OPTIONS"
-                    )
-                continue
-            near = difflib.get_close_matches(name, valid, n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
-            raise ConfigurationError(
-                f"{what}: unknown option {name!r} in the {source}{hint}; "
-                f"valid options: {', '.join(sorted(valid))}"
-            )
+            if name not in kinds:
+                near = difflib.get_close_matches(name, kinds, n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                raise ConfigurationError(
+                    f"{what}: unknown option {name!r} in the {source}{hint}; "
+                    f"valid options: {', '.join(sorted(kinds))}"
+                )
+            if source == "URL" and not kinds[name].in_url:
+                raise ConfigurationError(
+                    f"{what}: option {name!r} cannot be given in the URL; put it in OPTIONS"
+                )
     values: dict[str, Any] = {}
-    namespace = "default"
-    for name in valid:
-        kind = TEXT if name == "namespace" else fields[name].metadata["kind"]
-        parsed: list[Any] = []
+    for name, kind in kinds.items():
         for source, given in (("URL", query), ("OPTIONS", options)):
             if name not in given:
                 continue
             try:
-                parsed.append(kind.parse(given[name]))
+                values[name] = kind.parse(given[name])
             except ValueError as exc:
                 raise ConfigurationError(
                     f"{what}: option {name!r} (in the {source}) {exc}, "
                     f"got {_shown(name, given[name])}"
                 ) from None
-        if not parsed:
-            continue
-        if name == "namespace":
-            namespace = parsed[-1]
-        else:
-            values[name] = parsed[-1]
-    return namespace, declared(**values)
+    return values

@@ -11,16 +11,11 @@ URL format
     every default from Django's settings.
 
 Options
-    ``host`` (str, ``EMAIL_HOST`` or ``"localhost"``), ``port`` (int,
-    ``EMAIL_PORT`` or 25/465), ``username`` and ``password`` (str,
-    ``EMAIL_HOST_USER`` / ``EMAIL_HOST_PASSWORD``), ``starttls`` (bool,
-    ``EMAIL_USE_TLS``), ``ssl`` (bool, ``EMAIL_USE_SSL``), ``timeout`` (float
-    seconds, ``EMAIL_TIMEOUT`` or 30), ``ssl_certfile`` / ``ssl_keyfile``
-    (client certificate, ``EMAIL_SSL_CERTFILE`` / ``EMAIL_SSL_KEYFILE``),
-    ``ssl_cafile`` (str, CA bundle to trust), ``verify`` (bool, True: the
-    server's certificate is checked unless this is explicitly False),
-    ``local_hostname`` (str, for EHLO). Defaults come from Django's settings
-    only where they are configured.
+    Declared in :class:`SMTPOptions` (the table in the docs is generated from
+    it): ``host``, ``port``, ``username``, ``password``, ``starttls``, ``ssl``,
+    ``timeout``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cafile``, ``verify``,
+    ``local_hostname``. Those left unset take Django's ``EMAIL_*`` setting where
+    the site configured it, else the built-in default.
 
 Capabilities and what it can lose
     Nothing: a message leaves the queue only after the server's 250 to DATA.
@@ -34,6 +29,7 @@ Capabilities and what it can lose
 
 from __future__ import annotations
 
+import dataclasses
 import smtplib
 import ssl
 from typing import Any
@@ -46,6 +42,16 @@ from mailqueue_core.errors import (
 )
 from mailqueue_core.locations import parse_bool, parse_url
 from mailqueue_core.message import QueuedMessage
+from mailqueue_core.options import (
+    BOOLEAN,
+    POSITIVE_INT,
+    SECONDS,
+    TEXT,
+    Kind,
+    option,
+    optional,
+    read_declared,
+)
 from mailqueue_core.transport import Delivery, Transport
 from mailqueue_transports.smtp_errors import (
     classify_reply,
@@ -54,7 +60,59 @@ from mailqueue_transports.smtp_errors import (
 )
 from mailqueue_transports.smtp_transactions import send_in_transactions
 
-__all__ = ["SMTPTransport"]
+__all__ = ["SMTPOptions", "SMTPTransport"]
+
+
+def _any_text(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value
+
+
+_ANY_TEXT = Kind("text", _any_text)
+_PORT = Kind("port (1-65535)", lambda v: _port(v))
+
+
+def _port(value: object) -> int:
+    number = POSITIVE_INT.parse(value)
+    if number > 65535:
+        raise ValueError("must be a port, 1 to 65535")
+    return int(number)
+
+
+@dataclasses.dataclass(frozen=True)
+class SMTPOptions:
+    """The smtp transport's options; unset ones come from Django's ``EMAIL_*`` settings."""
+
+    host: str | None = option(
+        None, optional(TEXT), "the server; default EMAIL_HOST, else localhost"
+    )
+    port: int | None = option(
+        None, optional(_PORT), "default EMAIL_PORT, else 465 with ssl and 25 without"
+    )
+    username: str | None = option(None, optional(_ANY_TEXT), "default EMAIL_HOST_USER")
+    password: str | None = option(None, optional(_ANY_TEXT), "default EMAIL_HOST_PASSWORD")
+    starttls: bool | None = option(
+        None, optional(BOOLEAN), "STARTTLS after EHLO; default EMAIL_USE_TLS"
+    )
+    ssl: bool | None = option(None, optional(BOOLEAN), "TLS from the start; default EMAIL_USE_SSL")
+    timeout: float | None = option(
+        None, optional(SECONDS), "seconds per socket operation; default EMAIL_TIMEOUT, else 30"
+    )
+    ssl_certfile: str | None = option(
+        None, optional(TEXT), "client certificate; default EMAIL_SSL_CERTFILE"
+    )
+    ssl_keyfile: str | None = option(
+        None, optional(TEXT), "its private key; default EMAIL_SSL_KEYFILE"
+    )
+    ssl_cafile: str | None = option(
+        None, optional(TEXT), "CA bundle to trust for the server's certificate"
+    )
+    verify: bool = option(
+        True, BOOLEAN, "check the server's certificate; false turns off what TLS protects"
+    )
+    local_hostname: str | None = option(None, optional(TEXT), "the name sent in EHLO")
+
 
 _SETTINGS = {
     "host": ("EMAIL_HOST", "localhost"),
@@ -67,7 +125,6 @@ _SETTINGS = {
     "ssl_certfile": ("EMAIL_SSL_CERTFILE", None),
     "ssl_keyfile": ("EMAIL_SSL_KEYFILE", None),
 }
-_OTHER = {"ssl_cafile": None, "verify": True, "local_hostname": None}
 _HINT = (
     "the SMTP settings (EMAIL_HOST, EMAIL_PORT, EMAIL_USE_TLS/SSL, "
     "EMAIL_HOST_USER, EMAIL_HOST_PASSWORD)"
@@ -105,34 +162,26 @@ class SMTPTransport(Transport):
 
     def __init__(self, location: str = "", **options: Any) -> None:
         super().__init__(location)
-        given: dict[str, Any] = {}
+        query: dict[str, Any] = {}
         if location and location != "smtp":
             url = parse_url(location, schemes=("smtp",))
-            given.update(url.options())
-            if url.host:
-                given["host"] = url.host
-            if url.port:
-                given["port"] = url.port
-            if url.username:
-                given["username"] = url.username
-            if url.password:
-                given["password"] = url.password
-        given.update(options)
-        unknown = set(given) - set(_SETTINGS) - set(_OTHER)
-        if unknown:
-            raise ConfigurationError(
-                f"unknown smtp transport options: {', '.join(sorted(unknown))} "
-                f"(known: {', '.join(sorted([*_SETTINGS, *_OTHER]))})"
-            )
+            query.update(url.options())
+            for name, value in (
+                ("host", url.host),
+                ("port", url.port),
+                ("username", url.username),
+                ("password", url.password),
+            ):
+                if value:
+                    query[name] = value
+        declared = read_declared(SMTPOptions, "smtp transport", query, options)
+        conf = {f.name: getattr(declared, f.name) for f in dataclasses.fields(SMTPOptions)}
         defaults = _django_defaults()
-        conf: dict[str, Any] = {}
         for name, (_, fallback) in _SETTINGS.items():
-            value = given.get(name)
-            if value is None:
-                value = defaults.get(name)
-            conf[name] = fallback if value is None else value
-        for name, fallback in _OTHER.items():
-            conf[name] = given.get(name, fallback)
+            if conf[name] is None:
+                conf[name] = defaults.get(name)
+            if conf[name] is None:
+                conf[name] = fallback
         self.host = str(conf["host"])
         self.use_tls = parse_bool(conf["starttls"], "starttls")
         self.use_ssl = parse_bool(conf["ssl"], "ssl")
@@ -146,7 +195,7 @@ class SMTPTransport(Transport):
             raise ConfigurationError(f"smtp: bad port or timeout: {exc}") from None
         self.username = str(conf["username"] or "")
         self.password = str(conf["password"] or "")
-        self.verify = parse_bool(conf["verify"], "verify")
+        self.verify = bool(conf["verify"])
         self.certfile = conf["ssl_certfile"]
         self.keyfile = conf["ssl_keyfile"]
         self.cafile = conf["ssl_cafile"]
