@@ -90,5 +90,5 @@ def test_django_database_must_be_the_stores_file(tmp_path):
         SQLiteStore(f"sqlite:///{tmp_path}/q.db", django_database="nope").enqueue(
             [record(created=0.0)]
         )
-    with pytest.raises(ConfigurationError, match="must be a database alias"):
+    with pytest.raises(ConfigurationError, match=r"django_database.* must be a non-empty string"):
         SQLiteStore(f"sqlite:///{tmp_path}/q.db", django_database=3)

@@ -230,7 +230,7 @@ def test_a_reserve_that_cannot_be_made_is_reported_and_the_store_works(tmp_path)
 def test_out_of_space_errors():
     import errno
 
-    from mailqueue_stores.sqlite_space import out_of_space
+    from mailqueue_stores.sqlite.space import out_of_space
 
     assert out_of_space(OSError(errno.ENOSPC, "No space left on device"))
     assert not out_of_space(OSError(errno.EACCES, "Permission denied"))
@@ -239,7 +239,7 @@ def test_out_of_space_errors():
 
 
 def test_a_reserve_already_given_up_by_another_process(tmp_path):
-    from mailqueue_stores.sqlite_space import Reserve
+    from mailqueue_stores.sqlite.space import Reserve
 
     one, other = (
         Reserve(str(tmp_path / "q.db"), 4096, 0o600),
@@ -268,7 +268,7 @@ def test_no_inode_left_for_the_reserve(caplog):
 
 
 def test_a_reserve_in_a_directory_that_is_gone(tmp_path):
-    from mailqueue_stores.sqlite_space import Reserve
+    from mailqueue_stores.sqlite.space import Reserve
 
     reserve = Reserve(str(tmp_path / "gone" / "q.db"), 4096, 0o600)
     assert not reserve.ensure()
@@ -276,7 +276,7 @@ def test_a_reserve_in_a_directory_that_is_gone(tmp_path):
 
 
 def test_a_reserve_made_by_another_process_meanwhile(tmp_path):
-    from mailqueue_stores.sqlite_space import Reserve
+    from mailqueue_stores.sqlite.space import Reserve
 
     # A dangling link stands for a reserve another process made between the
     # look and the create: the exclusive create finds something there.
@@ -290,7 +290,7 @@ def test_give_back_shrinks_the_file_and_never_waits(tmp_path):
     import contextlib
     import sqlite3
 
-    from mailqueue_stores.sqlite_space import give_back
+    from mailqueue_stores.sqlite.space import give_back
 
     store = SQLiteStore(f"sqlite:///{tmp_path}/queue.db", reserve=0)
     store.enqueue([make_record(NOW, data=os.urandom(RECORD)) for _ in range(200)])

@@ -47,14 +47,14 @@ def test_files_are_created_0600_whatever_the_umask(tmp_path, mask):
 
 
 def test_a_process_with_umask_000_creates_private_files(tmp_path):
-    """A real process (the standalone command) under umask 000."""
+    """A real process under umask 000 (the read-only commands create nothing, so it enqueues)."""
     done = subprocess.run(
         [
             sys.executable,
-            "-m",
-            "mailqueue_core.cli",
-            "status",
-            "--store",
+            "-c",
+            "import sys; from mailqueue_stores.sqlite import SQLiteStore; "
+            "from mailqueue_core.testing import make_record; "
+            "SQLiteStore(sys.argv[1]).enqueue([make_record(0.0)])",
             f"sqlite:///{tmp_path}/queue.db",
         ],
         capture_output=True,
@@ -75,6 +75,7 @@ def test_a_group_mode_can_be_chosen(tmp_path, mode):
         store.enqueue([make_record(NOW)])
     assert modes(tmp_path) == dict.fromkeys(FILES, 0o660)
     assert store.options["mode"] == 0o660
+    assert repr(store.options["mode"]) == "0o660"  # as the docs' table shows it
     store.close()
 
 

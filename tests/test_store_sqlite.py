@@ -8,6 +8,7 @@ import os
 import sqlite3
 import threading
 import uuid
+from multiprocessing.synchronize import Barrier, Event
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from mailqueue_core.errors import ConfigurationError, StoreUnavailable
 from mailqueue_core.store import Store
 from mailqueue_core.testing import Damage, StoreContract, make_record, store_model_test
 from mailqueue_stores.sqlite import SQLiteStore
-from mailqueue_stores.sqlite_schema import CLAIM, CLAIM_UNTIMED, SCHEMA_VERSION
+from mailqueue_stores.sqlite.schema import CLAIM, CLAIM_UNTIMED, SCHEMA_VERSION
 from tests.test_sqlite_damage import damage
 
 LEASE = 300.0
@@ -130,9 +131,11 @@ def test_rebuilt_from_location_and_options(tmp_path):
         "",
         "sqlite://",
         "sqlite:///",
-        "sqlite://host/q.db",
+        "sqlite:////",
+        "sqlite:////var/spool/",
         "sqlite:///:memory:",
         "sqlite:///q.db?namespace=a&namespace=b",
+        "sqlite:////var/spool/q#1.db",
     ],
 )
 def test_bad_urls_are_configuration_errors(location):
@@ -140,16 +143,61 @@ def test_bad_urls_are_configuration_errors(location):
         SQLiteStore(location)
 
 
+@pytest.mark.parametrize(
+    ("location", "meant"),
+    [
+        ("sqlite:/x.db", "x.db"),
+        ("sqlite:x.db", "x.db"),
+        ("sqlite://x.db", "x.db"),
+        ("sqlite://var/spool/q.db?timeout=1", "var/spool/q.db"),
+        ("SQLITE:/var/spool/q.db", "var/spool/q.db"),
+    ],
+)
+def test_malformed_urls_are_refused_with_the_two_right_forms(location, meant):
+    """Before, ``sqlite:/x.db`` quietly meant x.db in the working directory."""
+    with pytest.raises(ConfigurationError) as info:
+        SQLiteStore(location)
+    message = str(info.value)
+    assert f"{location!r} is malformed" in message
+    assert f"sqlite:////{meant} (four slashes) for the absolute path /{meant}" in message
+    assert f"sqlite:///{meant} (three) for {meant} in the working directory" in message
+
+
+@pytest.mark.parametrize(
+    ("location", "shown"),
+    [
+        ("sqlite:///", "sqlite:////path/to/queue.db"),
+        ("sqlite:////var/spool/", "sqlite:////var/spool/queue.db"),
+        ("sqlite://", "sqlite:////path/to/queue.db"),
+    ],
+)
+def test_a_url_that_names_no_file_shows_one_that_does(location, shown):
+    with pytest.raises(ConfigurationError, match=r"(names no file|is malformed)") as info:
+        SQLiteStore(location)
+    assert shown in str(info.value)
+
+
+def test_a_host_is_refused_without_showing_its_password():
+    with pytest.raises(ConfigurationError) as info:
+        SQLiteStore("sqlite://admin:s3cret@host/queue.db")
+    assert "s3cret" not in str(info.value)
+    assert "sqlite:////path/to/queue.db" in str(info.value)
+
+
 def test_bad_url_error_names_the_url():
     with pytest.raises(ConfigurationError, match="redis://x"):
         SQLiteStore("redis://x")
 
 
-def test_unknown_options_are_named(tmp_path):
-    with pytest.raises(ConfigurationError, match="colour, size"):
-        SQLiteStore(url(tmp_path / "q.db"), colour="red", size=3)
-    with pytest.raises(ConfigurationError, match="journal"):
+def test_unknown_options_are_named_with_the_valid_ones(tmp_path):
+    with pytest.raises(ConfigurationError) as info:
+        SQLiteStore(url(tmp_path / "q.db"), colour="red")
+    assert "unknown option 'colour' in the OPTIONS" in str(info.value)
+    assert "valid options: create, django_database, mode, namespace, reserve, " in str(info.value)
+    with pytest.raises(ConfigurationError, match="'journal' in the URL"):
         SQLiteStore(url(tmp_path / "q.db", "?journal=delete"))
+    with pytest.raises(ConfigurationError, match="did you mean 'timeout'"):
+        SQLiteStore(url(tmp_path / "q.db"), timeuot=3)
 
 
 @pytest.mark.parametrize("value", ["OFF", "EXTRA", "", 1, None])
@@ -430,9 +478,9 @@ def test_lock_held_past_the_timeout_is_unavailable_and_changes_nothing(store):
 # -- several processes ----------------------------------------------------------
 
 
-def _claim_and_ack(location: str, out: str, start: object) -> None:
+def _claim_and_ack(location: str, out: str, start: Barrier) -> None:
     store = SQLiteStore(location, namespace="test")
-    start.wait()  # type: ignore[attr-defined]
+    start.wait()
     got = []
     while batch := store.fetch_due(NOW, 10, LEASE):
         for claim in batch:
@@ -463,9 +511,9 @@ def test_processes_claim_each_record_exactly_once(tmp_path, store):
     assert (stats.ready, stats.scheduled, stats.in_flight) == (0, 0, 0)
 
 
-def _enqueue_on_a_new_file(location: str, start: object) -> None:
+def _enqueue_on_a_new_file(location: str, start: Barrier) -> None:
     store = SQLiteStore(location, namespace="test")
-    start.wait()  # type: ignore[attr-defined]
+    start.wait()
     store.enqueue([make_record(NOW) for _ in range(50)])
     store.close()
 
@@ -485,11 +533,11 @@ def test_processes_racing_to_create_the_schema(tmp_path):
     s.close()
 
 
-def _child_after_fork(store: SQLiteStore, parent_closed: object) -> None:
+def _child_after_fork(store: SQLiteStore, parent_closed: Event) -> None:
     (claim,) = store.fetch_due(NOW, 1, LEASE)
     store.ack(claim)
     store.enqueue([make_record(NOW, id="from-child-1")])
-    assert parent_closed.wait(JOIN_TIMEOUT)  # type: ignore[attr-defined]
+    assert parent_closed.wait(JOIN_TIMEOUT)
     # The parent closed its connections: the child's writes must still land in
     # the file everyone reads, not in a WAL the parent checkpointed and deleted.
     store.enqueue([make_record(NOW, id="from-child-2")])

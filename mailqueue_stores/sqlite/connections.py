@@ -14,7 +14,7 @@ Two guards keep that from happening:
   never closed, since closing it could release what the parent still needs.
 
 Every use also compares the database and ``-wal`` files at the path with the
-ones the connection opened (:class:`~mailqueue_stores.sqlite_files.FileSet`,
+ones the connection opened (:class:`~mailqueue_stores.sqlite.files.FileSet`,
 two ``stat`` calls): if the queue file was deleted or replaced, the
 connection is closed and a new one opened on the file now at the path, so no
 write lands in a file that no one will read again.
@@ -29,7 +29,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator
 
-from mailqueue_stores.sqlite_files import (
+from mailqueue_stores.sqlite.files import (
     FileSet,
     create_lock,
     directory_lock,

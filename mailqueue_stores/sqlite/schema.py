@@ -17,9 +17,17 @@ import time
 
 from mailqueue_core.errors import ConfigurationError
 
-__all__ = ["CLAIM", "CLAIM_UNTIMED", "SCHEMA_VERSION", "enable_wal", "ensure_schema"]
+__all__ = [
+    "CLAIM",
+    "CLAIM_UNTIMED",
+    "SCHEMA_VERSION",
+    "enable_wal",
+    "ensure_schema",
+    "schema_version",
+]
 
 SCHEMA_VERSION = 2  # 2: rate-limit buckets and connection slots
+_SQLITE_BUSY = 5  # sqlite3.SQLITE_BUSY from Python 3.11
 
 DDL = (
     """CREATE TABLE IF NOT EXISTS mailqueue_meta (
@@ -73,6 +81,7 @@ SET_VERSION_IF_MISSING = (
 )
 _VERSION_TABLE = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'mailqueue_meta'"
 _VERSION = "SELECT value FROM mailqueue_meta WHERE key = 'schema_version'"
+TABLES = "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
 
 #: The claim query: parameters ``(namespace, now, limit)``. Public so that a
 #: test can show its query plan reads the index, not the table.
@@ -122,8 +131,9 @@ STATS = (
     "SELECT COALESCE(SUM(NOT held AND NOT later), 0), COALESCE(SUM(NOT held AND later), 0),"
     " COALESCE(SUM(held AND later), 0), COALESCE(SUM(held AND NOT later), 0),"
     " MIN(CASE WHEN NOT held AND NOT later AND typeof(created) IN ('integer', 'real')"
-    " THEN created END)"
-    " FROM (SELECT token IS NOT NULL AS held, created,"
+    " THEN created END),"
+    " MIN(CASE WHEN NOT held AND later THEN due END)"
+    " FROM (SELECT token IS NOT NULL AS held, created, due,"
     " typeof(due) IN ('integer', 'real') AND due > :now AS later"
     " FROM mailqueue_queue WHERE namespace = :namespace)"
 )
@@ -145,7 +155,8 @@ DELETE_DEAD = "DELETE FROM mailqueue_dead WHERE namespace = ? AND id = ?"
 PURGE = "DELETE FROM mailqueue_dead WHERE namespace = ? AND buried < ?"
 
 
-def _version(conn: sqlite3.Connection) -> int:
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The schema version recorded in the file; 0 when it holds no queue."""
     if conn.execute(_VERSION_TABLE).fetchone() is None:
         return 0
     row = conn.execute(_VERSION).fetchone()
@@ -154,7 +165,7 @@ def _version(conn: sqlite3.Connection) -> int:
 
 def _busy(exc: sqlite3.OperationalError) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
-    return code == sqlite3.SQLITE_BUSY if code is not None else "locked" in str(exc)
+    return code == _SQLITE_BUSY if code is not None else "locked" in str(exc)
 
 
 def enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
@@ -187,12 +198,12 @@ def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
     looks again once it holds the write lock, so processes that race to create
     the schema take turns and the later ones find it done.
     """
-    version = _version(conn)
+    version = schema_version(conn)
     if version == SCHEMA_VERSION:
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
-        version = _version(conn)
+        version = schema_version(conn)
         if version > SCHEMA_VERSION:
             raise ConfigurationError(
                 f"sqlite store {path} has schema version {version}, newer than this"

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mailqueue_core.errors import ConfigurationError, StoreUnavailable
-from mailqueue_stores import sqlite_schema as sql
+from mailqueue_stores.sqlite import schema as sql
 
 __all__ = ["enqueue_in_site_transaction"]
 
@@ -38,7 +38,7 @@ def _connection(alias: str, path: str) -> Any:
 
 
 def enqueue_in_site_transaction(alias: str, path: str, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Insert ``rows`` (for ``sqlite_schema.ENQUEUE``) with Django's connection ``alias``."""
+    """Insert ``rows`` (for ``schema.ENQUEUE``) with Django's connection ``alias``."""
     import sqlite3
 
     from django.db import DatabaseError
