@@ -3,10 +3,13 @@
 Every message passes through :func:`~mailqueue_core.locations.redact`: ``manage.py check``
 output lands in CI logs and terminals, and never shows a password.
 
-``check_stores`` asks each store's server whether it can keep the queue's promises
-(:meth:`~mailqueue_core.store.Store.verify`). It talks to the server, so it runs with
-``manage.py check --deploy`` only (see :doc:`/troubleshooting` for the measured cost):
-every ``runserver`` reload and most management commands run the default checks.
+Each store is asked whether it can be opened and keep the queue's promises
+(:meth:`~mailqueue_core.store.Store.verify`). A store that lives on this machine
+(``Capability.LOCAL``: a SQLite file) is asked in the default checks, since that costs
+a few ``stat`` calls; a network store (Redis, memcached) under ``manage.py check
+--deploy`` only, since every ``runserver`` reload and most management commands run
+the default checks and a server that drops packets costs its whole connect timeout
+(see :doc:`/troubleshooting` for the measured costs).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 from django.utils.module_loading import import_string
 
-from mailqueue_core.errors import ConfigurationError, StoreUnavailable
+from mailqueue_core.config import ALLOWED, DEFAULTS
+from mailqueue_core.errors import ConfigurationError, StoreError
 from mailqueue_core.locations import redact
 from mailqueue_core.store import Capability, Store
 
@@ -45,7 +49,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     try:
         config = get_config()
     except ConfigurationError as exc:
-        return [Error(redact(str(exc)), hint="Fix the MAILQUEUE setting.", id="mailqueue.E001")]
+        return [Error(redact(str(exc)), hint=_setting_hint(exc.key), id="mailqueue.E001")]
     messages: list[Any] = []
     for key, spec in (("STORE", config.store), ("FALLBACK_STORE", config.fallback_store)):
         if spec is None:
@@ -83,6 +87,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     return messages
+
+
+def _setting_hint(key: str | None) -> str:
+    """What the key at fault takes, and its default."""
+    if key is None:
+        return "Every key and what it takes: the settings reference of mailqueue's docs."
+    default = "none, it is required" if key == "STORE" else repr(DEFAULTS[key])
+    return f"MAILQUEUE['{key}'] takes {ALLOWED[key]}. Default: {default}."
 
 
 def _capability_warnings(cls: type[Store]) -> list[CheckMessage]:
@@ -176,9 +188,19 @@ def _split_fix(text: str) -> tuple[str, str | None]:
     return (what, fix) if sep else (text, None)
 
 
+@register("mailqueue")
+def check_local_stores(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Open each store that lives on this machine (``Capability.LOCAL``), at every start."""
+    return _verify_stores(local=True)
+
+
 @register("mailqueue", deploy=True)
 def check_stores(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """Ask each store's server whether it can keep the queue's promises (``--deploy``)."""
+    """Ask each network store's server whether it can keep the queue's promises (``--deploy``)."""
+    return _verify_stores(local=False)
+
+
+def _verify_stores(*, local: bool) -> list[CheckMessage]:
     from mailqueue_core.django_settings import get_config
     from mailqueue_core.plugins import make_store
 
@@ -198,28 +220,37 @@ def check_stores(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
         except ConfigurationError:
             continue  # mailqueue.E002 says why
         try:
-            store.verify()
-        except ConfigurationError as exc:
-            what, fix = _split_fix(redact(str(exc)))
-            messages.append(
-                Error(
-                    f"{setting}: {what}",
-                    hint=fix
-                    or "The store's server cannot keep the queue's promises as it "
-                    "is set up: change what the message names.",
-                    id="mailqueue.E004",
-                )
-            )
-        except StoreUnavailable as exc:
-            messages.append(
-                Warning(
-                    f"{setting} cannot be reached, so whether its server can keep the "
-                    f"queue's promises is unknown: {redact(str(exc))}",
-                    hint="Run 'manage.py check --deploy' where the store is reachable; "
-                    "a flusher checks it again when it starts.",
-                    id="mailqueue.W005",
-                )
-            )
+            if (Capability.LOCAL in store.capabilities) == local:
+                messages += _verified(store, setting)
         finally:
             store.close()
     return messages
+
+
+_UNFIT_HINT = (
+    "The store cannot keep the queue's promises as it is set up: change what the message names."
+)
+_UNREACHABLE_HINT = (
+    "Mail sent now would fail (or go to the FALLBACK_STORE). Check that the server runs at "
+    "the URL's host and port and that the password is right. If only this machine cannot "
+    "reach it (a build step), run 'manage.py check --deploy' where the site runs; a flusher "
+    "checks again when it starts."
+)
+
+
+def _verified(store: Store, setting: str) -> list[CheckMessage]:
+    """What ``store.verify()`` finds, the store's own fix (``... Fix: ...``) as the hint."""
+    error: Exception
+    try:
+        store.verify()
+    except ConfigurationError as exc:
+        unfit, error = True, exc
+    except StoreError as exc:  # StoreUnavailable, as the contract says, or a store's bug
+        unfit, error = False, exc
+    else:
+        return []
+    what, fix = _split_fix(redact(str(error)))
+    if unfit:
+        return [Error(f"{setting}: {what}", hint=fix or _UNFIT_HINT, id="mailqueue.E004")]
+    message = f"{setting} cannot be reached: {what}"
+    return [Warning(message, hint=fix or _UNREACHABLE_HINT, id="mailqueue.W005")]

@@ -17,7 +17,7 @@ from mailqueue_core.locations import redact_value
 from mailqueue_core.policy import RetryPolicy
 from mailqueue_core.ratelimit import RateLimit
 
-__all__ = ["DEFAULTS", "Config"]
+__all__ = ["ALLOWED", "DEFAULTS", "Config"]
 
 DEFAULTS: dict[str, Any] = {
     "STORE": None,
@@ -33,6 +33,26 @@ DEFAULTS: dict[str, Any] = {
     "ON_COMMIT": False,
     "RATE_LIMIT": None,
 }
+
+#: What each key takes, said by the system check beside the error (``mailqueue.E001``).
+ALLOWED: dict[str, str] = {
+    "STORE": "a store's name, its URL, or {'NAME': name or URL, 'OPTIONS': {...}}, "
+    "e.g. 'sqlite:////var/spool/mailqueue/queue.db'",
+    "TRANSPORT": "a transport's name, its URL, {'NAME': ..., 'OPTIONS': {...}}, or a list "
+    "of those (failover), e.g. 'smtp' or 'smtp://relay:587?starttls=true'",
+    "TRANSPORTS": "a dict of route names to transports, e.g. {'bulk': 'smtp://bulk-relay:25'}",
+    "NAMESPACE": "a non-empty string",
+    "MAX_AGE": "a positive number of seconds",
+    "RETRY": "a dict with any of FIRST (seconds > 0), FACTOR (>= 1), MAX (seconds > 0) "
+    "and JITTER (a fraction, 0 <= JITTER < 1)",
+    "BATCH_SIZE": "a positive integer",
+    "LEASE": "a positive number of seconds",
+    "FALLBACK_STORE": "None, or a store named as for STORE (a local sqlite file)",
+    "MAX_MESSAGE_SIZE": "a positive integer (bytes)",
+    "ON_COMMIT": "False, True, or a database alias (a string)",
+    "RATE_LIMIT": "None, or a dict with any of MESSAGES ('50/s', '600/m', '1000/h'), "
+    "BURST (>= 1), DOMAINS ({domain: rate}) and CONNECTIONS (a positive integer)",
+}
 _RETRY_KEYS = {"FIRST": "first", "FACTOR": "factor", "MAX": "max", "JITTER": "jitter"}
 
 
@@ -40,8 +60,37 @@ def _number(settings: Mapping[str, Any], key: str, *, integer: bool = False) -> 
     value = settings[key]
     kinds = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds) or value <= 0:
-        kind = "a positive integer" if integer else "a positive number"
-        raise ConfigurationError(f"MAILQUEUE['{key}'] must be {kind}, got {value!r}")
+        raise ConfigurationError(
+            f"MAILQUEUE['{key}'] must be {ALLOWED[key]}, got {value!r}", key=key
+        )
+    return value
+
+
+def _policy(retry: Any, max_age: float) -> RetryPolicy:
+    if not isinstance(retry, Mapping):
+        raise ConfigurationError(
+            f"MAILQUEUE['RETRY'] must be {ALLOWED['RETRY']}, got {retry!r}", key="RETRY"
+        )
+    reject_unknown_keys("MAILQUEUE['RETRY']", retry, _RETRY_KEYS, key="RETRY")
+    fields = {_RETRY_KEYS[k]: v for k, v in {**DEFAULTS["RETRY"], **retry}.items()}
+    for name, field in _RETRY_KEYS.items():
+        try:
+            RetryPolicy(**{field: fields[field]})  # one at a time, to name the key at fault
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"MAILQUEUE['RETRY']['{name}']: {exc}", key="RETRY") from None
+    return RetryPolicy(**fields, max_age=max_age)
+
+
+def _on_commit(value: Any) -> str | None:
+    if value is True:
+        return "default"
+    if value is False or value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigurationError(
+            f"MAILQUEUE['ON_COMMIT'] must be {ALLOWED['ON_COMMIT']}, got {value!r}",
+            key="ON_COMMIT",
+        )
     return value
 
 
@@ -73,7 +122,8 @@ class Config:
         if settings is None:
             raise ConfigurationError(
                 "MAILQUEUE is not set: add MAILQUEUE = {'STORE': 'sqlite:////var/spool/"
-                "mailqueue.db'} (or another store URL) to your settings"
+                "mailqueue/queue.db'} (or another store URL) to your settings",
+                key="STORE",
             )
         if not isinstance(settings, Mapping):
             raise ConfigurationError(f"MAILQUEUE must be a dict, got {type(settings).__name__}")
@@ -81,43 +131,27 @@ class Config:
         merged = {**DEFAULTS, **settings}
         if not merged["STORE"]:
             raise ConfigurationError(
-                "MAILQUEUE['STORE'] is required, e.g. 'sqlite:////var/spool/mailqueue.db'"
+                f"MAILQUEUE['STORE'] is required: {ALLOWED['STORE']}", key="STORE"
             )
         namespace = merged["NAMESPACE"]
         if not isinstance(namespace, str) or not namespace:
             raise ConfigurationError(
-                f"MAILQUEUE['NAMESPACE'] must be a non-empty string, got {namespace!r}"
+                f"MAILQUEUE['NAMESPACE'] must be a non-empty string, got {namespace!r}",
+                key="NAMESPACE",
             )
-        retry = merged["RETRY"]
-        if not isinstance(retry, Mapping):
-            raise ConfigurationError(f"MAILQUEUE['RETRY'] must be a dict, got {retry!r}")
-        reject_unknown_keys("MAILQUEUE['RETRY']", retry, _RETRY_KEYS)
-        retry = {**DEFAULTS["RETRY"], **retry}
-        max_age = _number(merged, "MAX_AGE")
-        try:
-            policy = RetryPolicy(**{_RETRY_KEYS[k]: v for k, v in retry.items()}, max_age=max_age)
-        except ConfigurationError as exc:
-            raise ConfigurationError(f"MAILQUEUE['RETRY']: {exc}") from None
+        policy = _policy(merged["RETRY"], _number(merged, "MAX_AGE"))
         transport = merged["TRANSPORT"]
         if not transport:
-            raise ConfigurationError("MAILQUEUE['TRANSPORT'] must name a transport")
-        on_commit = merged["ON_COMMIT"]
-        if on_commit is True:
-            on_commit = "default"
-        elif on_commit is False or on_commit is None:
-            on_commit = None
-        elif not isinstance(on_commit, str):
             raise ConfigurationError(
-                "MAILQUEUE['ON_COMMIT'] must be True, False or a database alias, "
-                f"got {on_commit!r}"
+                f"MAILQUEUE['TRANSPORT'] must name a transport: {ALLOWED['TRANSPORT']}",
+                key="TRANSPORT",
             )
         routes = merged["TRANSPORTS"]
         if not isinstance(routes, Mapping) or not all(
             isinstance(name, str) and name and spec for name, spec in routes.items()
         ):
             raise ConfigurationError(
-                "MAILQUEUE['TRANSPORTS'] must map route names to transports, e.g. "
-                "{'bulk': 'smtp://bulk-relay:587'}"
+                f"MAILQUEUE['TRANSPORTS'] must be {ALLOWED['TRANSPORTS']}", key="TRANSPORTS"
             )
         return cls(
             store=merged["STORE"],
@@ -129,6 +163,13 @@ class Config:
             lease=float(_number(merged, "LEASE")),
             fallback_store=merged["FALLBACK_STORE"],
             max_message_size=_number(merged, "MAX_MESSAGE_SIZE", integer=True),
-            on_commit=on_commit,
-            rate_limit=RateLimit.from_settings(merged["RATE_LIMIT"]),
+            on_commit=_on_commit(merged["ON_COMMIT"]),
+            rate_limit=_rate_limit(merged["RATE_LIMIT"]),
         )
+
+
+def _rate_limit(value: Any) -> RateLimit | None:
+    try:
+        return RateLimit.from_settings(value)
+    except ConfigurationError as exc:
+        raise ConfigurationError(str(exc), key="RATE_LIMIT") from None

@@ -23,6 +23,7 @@ purpose, so that no catch-all in the flusher can swallow a bad setting::
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 
 from django.core.exceptions import ImproperlyConfigured
@@ -107,15 +108,34 @@ class PermanentError(DeliveryError):
 
 
 class ConfigurationError(ImproperlyConfigured):
-    """A setting, URL or option is wrong. Raised at startup, never swallowed."""
+    """A setting, URL or option is wrong. Raised at startup, never swallowed.
+
+    ``key``: the top-level ``MAILQUEUE`` key at fault, when the error is about
+    one (the system check's hint then says what that key takes).
+    """
+
+    def __init__(self, message: str = "", *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
-def reject_unknown_keys(setting: str, given: Iterable[object], known: Iterable[str]) -> None:
-    """Raise a ConfigurationError naming the keys of ``given`` that are not ``known``."""
+def reject_unknown_keys(
+    setting: str, given: Iterable[object], known: Iterable[str], *, key: str | None = None
+) -> None:
+    """Raise a ConfigurationError naming the keys of ``given`` that are not ``known``,
+    each with the nearest known key when one is close, and listing the known keys."""
     known = list(known)
-    unknown = set(given) - set(known)
-    if unknown:
-        raise ConfigurationError(
-            f"{setting} has unknown key(s): {', '.join(sorted(map(str, unknown)))}. "
-            f"Known keys: {', '.join(known)}"
+    unknown = sorted(map(str, set(given) - set(known)))
+    if not unknown:
+        return
+    named = []
+    for name in unknown:
+        # Settings keys are upper case; a key typed in lower case is still near.
+        near = difflib.get_close_matches(name, known, n=1) or difflib.get_close_matches(
+            name.upper(), known, n=1
         )
+        named.append(f"{name} (did you mean {near[0]!r}?)" if near else name)
+    raise ConfigurationError(
+        f"{setting} has unknown key(s): {', '.join(named)}. Known keys: {', '.join(known)}",
+        key=key,
+    )

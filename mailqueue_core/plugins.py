@@ -10,8 +10,10 @@ the setting and the installed names, and suggests the nearest.
 
 from __future__ import annotations
 
+import contextvars
 import difflib
 import importlib.metadata
+import logging
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -52,8 +54,24 @@ def _raise_load_failure(manager: Any, entrypoint: Any, exc: BaseException) -> No
     ) from _cause(exc)
 
 
+_looking_up = contextvars.ContextVar("mailqueue_looking_up", default=False)
+
+
+class _SaidByUs(logging.Filter):
+    """Drops stevedore's "Could not load <name>" while we look a name up: our own
+    error says it, with the installed names and the nearest (and stevedore's
+    switch for it is deprecated)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _looking_up.get()
+
+
+logging.getLogger("stevedore.named").addFilter(_SaidByUs())
+
+
 def load_plugin_class(namespace: str, name: str, setting: str) -> type:
     """The class registered as ``name``; a clear ConfigurationError otherwise."""
+    looking = _looking_up.set(True)
     try:
         manager = DriverManager(
             namespace,
@@ -69,6 +87,8 @@ def load_plugin_class(namespace: str, name: str, setting: str) -> type:
             f"{setting}: no {namespace.split('.')[-1][:-1]} named {name!r} is installed. "
             f"Installed: {', '.join(names) or 'none'}.{hint}"
         ) from None
+    finally:
+        _looking_up.reset(looking)
     return cast(type, manager.driver)
 
 

@@ -51,6 +51,11 @@ class Capability(str, enum.Enum):
     RATE_LIMIT = "rate_limit"
     """Keeps shared token buckets and connection slots (the three rate-limit
     methods); without it each flusher limits itself, with a warning."""
+    LOCAL = "local"
+    """Lives on this machine (a file, the process's memory): :meth:`Store.verify`
+    touches no network, so ``manage.py check`` runs it at every start (a
+    store that cannot be opened is an error before the first ``send_mail``).
+    A network store's ``verify`` runs under ``check --deploy`` only."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +125,9 @@ class Stats:
     stuck: int = 0
     """Held by a lease that has expired: the flusher holding it died or hung,
     and no flusher has claimed it again since. Counted neither ready nor in flight."""
+    next_due: float | None = None
+    """When the earliest scheduled message is due (the clock of ``now``); None
+    when none is scheduled, or when the store does not tell (optional)."""
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -136,10 +144,11 @@ class Stats:
         lost: int = 0,
         oldest_created: float | None = None,
         stuck: int = 0,
+        next_due: float | None = None,
     ) -> Stats:
         """Stats from counts and the created time of the oldest ready message."""
         age = None if oldest_created is None else max(0.0, now - oldest_created)
-        return cls(ready, scheduled, in_flight, dead, lost, age, stuck)
+        return cls(ready, scheduled, in_flight, dead, lost, age, stuck, next_due)
 
 
 class Store(abc.ABC):
@@ -307,6 +316,18 @@ class Store(abc.ABC):
         periodically by a running flusher, which refuses to go on. Cheap (one
         round trip at most); the default checks nothing.
         """
+
+    def without_creating(self) -> Store:
+        """This store, opening an existing queue only: a twin that creates nothing.
+
+        Used by the commands that only read or repair (``status``, ``dead``,
+        ``retry``, ``purge``), so that a mistyped location never looks like an
+        empty queue: where there is no queue, the twin's calls MUST raise
+        :class:`~mailqueue_core.errors.StoreUnavailable` naming the location.
+        The default returns the store itself, for stores whose first use
+        creates nothing.
+        """
+        return self
 
     # -- conveniences ----------------------------------------------------------
 

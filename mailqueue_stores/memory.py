@@ -67,7 +67,7 @@ class MemoryOptions:
 
 
 class MemoryStore(Store):
-    capabilities = frozenset({Capability.RATE_LIMIT})
+    capabilities = frozenset({Capability.RATE_LIMIT, Capability.LOCAL})
 
     def __init__(self, location: str = "memory://", **options: object) -> None:
         bare, query = split_query(location, "memory store")
@@ -150,6 +150,7 @@ class MemoryStore(Store):
     def stats(self, now: float) -> Stats:
         ready = scheduled = in_flight = stuck = 0
         oldest: float | None = None
+        next_due: float | None = None
         with self._q.lock:
             for entry in self._q.live.values():
                 if entry.token is not None:
@@ -159,6 +160,8 @@ class MemoryStore(Store):
                         stuck += 1
                 elif entry.record.due > now:
                     scheduled += 1
+                    due = entry.record.due
+                    next_due = due if next_due is None else min(next_due, due)
                 else:
                     ready += 1
                     created = entry.record.created
@@ -172,6 +175,7 @@ class MemoryStore(Store):
             dead=dead,
             oldest_created=oldest,
             stuck=stuck,
+            next_due=next_due,
         )
 
     def dead_letters(self, limit: int | None = None) -> list[DeadLetter]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import time
@@ -18,6 +19,9 @@ from mailqueue_core import cli
 from mailqueue_core.backend import EmailBackend
 from mailqueue_core.commands import parse_duration
 from mailqueue_core.django_settings import get_config, get_store
+from mailqueue_core.store import Stats
+from mailqueue_stores.memory import MemoryStore
+from tests.test_configuration import install_stores
 
 LOCMEM = {
     "NAME": "django",
@@ -284,3 +288,106 @@ def test_a_terminal_that_hangs_up_does_not_stop_the_flush(conf, monkeypatch):
     )
     assert commands.run(options, get_config, stdout=io.StringIO(), stderr=HungUpTTY()) == 0
     assert len(mail.outbox) == 3
+
+
+# -- first contact: what a newcomer's mistakes give --------------------------------------
+
+
+def test_flush_says_an_unreachable_store_cannot_be_reached(unused_tcp_port):
+    down = {"STORE": f"redis://127.0.0.1:{unused_tcp_port}/0", "TRANSPORT": LOCMEM}
+    with override_settings(MAILQUEUE=down):
+        for workers in ("1", "2"):
+            code, _, err = manage("flush", "--workers", workers)
+            assert code == 1
+            assert err.startswith("mailqueue: the store cannot be reached: redis store")
+            assert "failed during flush" not in err  # kept for a store lost mid-run
+
+
+@pytest.mark.parametrize(
+    "subcommand",
+    [
+        ["status"],
+        ["status", "--check"],
+        ["dead"],
+        ["purge", "--older-than", "1d"],
+        ["retry", "--all"],
+    ],
+)
+def test_commands_that_read_never_create_a_queue(tmp_path, subcommand):
+    typo = tmp_path / "queu.db"
+    with override_settings(MAILQUEUE={"STORE": f"sqlite:///{typo}"}):
+        code, out, err = manage(*subcommand)
+    assert code == (2 if subcommand[0] == "status" else 1)
+    assert out == ""
+    assert err.startswith(
+        f"mailqueue: the store cannot be reached: sqlite store: there is no queue at {typo}"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_status_reads_an_existing_queue_and_flush_creates_one(tmp_path):
+    with override_settings(
+        MAILQUEUE={"STORE": f"sqlite:///{tmp_path}/queue.db", "TRANSPORT": LOCMEM}
+    ):
+        assert manage("flush")[0] == 0  # as the site's first send_mail() would
+        code, out, _ = manage("status", "--check")
+    assert code == 0 and "ready        0" in out
+
+
+def _schedule_one(spec: str, due_in: float) -> float:
+    """A message deferred once, due ``due_in`` seconds from now; its due time."""
+    from tests.helpers import record
+
+    store = get_store(spec, "default")
+    now = time.time()
+    store.enqueue([record(created=now)])
+    (claim,) = store.fetch_due(now, 1, 30)
+    store.requeue(claim, now + due_in, "451 4.7.1 try later")
+    return now + due_in
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_status_shows_when_the_next_scheduled_message_is_due(kind, tmp_path):
+    spec = f"memory://{uuid.uuid4().hex}" if kind == "memory" else f"sqlite:///{tmp_path}/q.db"
+    with override_settings(MAILQUEUE={"STORE": spec}):
+        due = _schedule_one(spec, due_in=600.4)
+        code, out, _ = manage("status")
+        assert code == 0
+        assert "scheduled    1\nnext due     in 600s\n" in out
+        assert json.loads(manage("status", "--json")[1])["next_due"] == pytest.approx(due)
+
+
+class Untold(MemoryStore):
+    """A store that does not tell when its next scheduled message is due (optional)."""
+
+    def stats(self, now: float) -> Stats:
+        return dataclasses.replace(super().stats(now), next_due=None)
+
+
+def test_status_says_when_a_store_does_not_tell_the_next_due_time(tmp_path, monkeypatch):
+    install_stores(tmp_path, monkeypatch, untold=Untold)
+    with override_settings(MAILQUEUE={"STORE": f"untold://{uuid.uuid4().hex}"}):
+        assert "next due     -\n" in manage("status")[1]  # none scheduled
+        _schedule_one(get_config().store, due_in=600)
+        assert "next due     ? (this store does not tell)\n" in manage("status")[1]
+
+
+def test_progress_under_manage_py_is_not_styled_as_an_error(conf, monkeypatch):
+    from mailqueue_core.commands.output import Progress
+    from mailqueue_core.management.commands.mailqueue import Command
+
+    send(3)
+    monkeypatch.setattr(Progress, "every", 0)
+    err = FakeTTY()
+    # As on a terminal: Django styles the command's stderr as errors (bold red).
+    Command(stdout=io.StringIO(), stderr=err, force_color=True).run_from_argv(
+        ["manage.py", "mailqueue", "flush"]
+    )
+    assert "\r1 sent, 0 deferred, 0 buried" in err.getvalue()
+    assert "\x1b[31" not in err.getvalue()
+    # A problem still is one.
+    with override_settings(MAILQUEUE={"STORE": "memory://", "BOGUS": 1}):
+        command = Command(stdout=io.StringIO(), stderr=(err := FakeTTY()), force_color=True)
+        with pytest.raises(SystemExit):
+            command.run_from_argv(["manage.py", "mailqueue", "--skip-checks", "status"])
+    assert err.getvalue().startswith("\x1b[31;1mmailqueue: configuration error:")

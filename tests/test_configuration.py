@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import stevedore
-from django.core.checks import Error, Warning, run_checks
+from django.core.checks import run_checks
 from django.test import override_settings
 
 from mailqueue_core import plugins
 from mailqueue_core.config import Config
-from mailqueue_core.errors import ConfigurationError, StoreUnavailable
+from mailqueue_core.errors import ConfigurationError
 from mailqueue_core.locations import parse_bool, parse_url, plugin_name, redact
 from mailqueue_core.policy import RetryPolicy
 from mailqueue_core.store import Capability
@@ -203,21 +203,29 @@ class SilentlyForgetful(MemoryStore):
     capabilities = frozenset({Capability.SHARED})
 
 
+def install_stores(tmp_path, monkeypatch, **stores: type) -> None:
+    """Register ``stores`` (entry-point name -> class) as a third party's package would."""
+    dist = tmp_path / "mq_test_plugins-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mq-test-plugins\nVersion: 1.0\n")
+    lines = [f"{name} = {cls.__module__}:{cls.__qualname__}\n" for name, cls in stores.items()]
+    (dist / "entry_points.txt").write_text("[mailqueue.stores]\n" + "".join(lines))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    # stevedore reads each namespace's entry points once per process; read them again.
+    monkeypatch.setattr(stevedore.ExtensionManager, "ENTRY_POINT_CACHE", {})
+
+
 @pytest.fixture
 def capability_plugins(tmp_path, monkeypatch):
     """Third-party stores told apart only by what they declare."""
-    dist = tmp_path / "mq_capability_plugins-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mq-cap-plugins\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text(
-        "[mailqueue.stores]\n"
-        f"private = {__name__}:DurableButPrivate\n"
-        f"forgetful = {__name__}:Forgetful\n"
-        f"silent = {__name__}:SilentlyForgetful\n"
-        f"shared = {__name__}:SharedMemory\n"
+    install_stores(
+        tmp_path,
+        monkeypatch,
+        private=DurableButPrivate,
+        forgetful=Forgetful,
+        silent=SilentlyForgetful,
+        shared=SharedMemory,
     )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(stevedore.ExtensionManager, "ENTRY_POINT_CACHE", {})
 
 
 def test_store_warnings_follow_capabilities_not_names(capability_plugins):
@@ -258,10 +266,7 @@ def test_store_warnings_follow_capabilities_not_names(capability_plugins):
 def test_check_reports_an_unparseable_store_url():
     with override_settings(MAILQUEUE={"STORE": "sqlite://no-path"}):
         (error,) = run_checks(tags=["mailqueue"])
-    assert error.id == "mailqueue.E002" and "names no file" in error.msg
-
-
-# -- the store check: Store.verify() under manage.py check --deploy ---------------------
+    assert error.id == "mailqueue.E002" and "write sqlite:////no-path" in error.msg
 
 
 class SharedMemory(MemoryStore):
@@ -270,97 +275,86 @@ class SharedMemory(MemoryStore):
     capabilities = frozenset({Capability.SHARED, Capability.DURABLE})
 
 
-class UnkeptPromises(SharedMemory):
-    """A store whose server is set up so that it would lose mail."""
-
-    def verify(self) -> None:
-        raise ConfigurationError(
-            "the server forgets records under memory pressure. Fix: turn that off."
-        )
+# -- errors that name the fix -------------------------------------------------------------
 
 
-class Unreachable(SharedMemory):
-    def verify(self) -> None:
-        raise StoreUnavailable("cannot reach redis://:hunter2@10.0.0.1/0: timed out")
+@pytest.mark.parametrize(
+    ("settings", "message", "hint"),
+    [
+        (
+            {"STORE": "memory://", "MAX_AGES": 5},
+            "MAILQUEUE has unknown key(s): MAX_AGES (did you mean 'MAX_AGE'?). Known keys: "
+            "STORE, TRANSPORT, TRANSPORTS, NAMESPACE, MAX_AGE,",
+            "Every key and what it takes",
+        ),
+        (
+            {"STORE": "memory://", "LEASE": "5m"},
+            "MAILQUEUE['LEASE'] must be a positive number of seconds, got '5m'",
+            "MAILQUEUE['LEASE'] takes a positive number of seconds. Default: 300.",
+        ),
+        (
+            {"STORE": "memory://", "RETRY": {"jitter": 0.2}},
+            "MAILQUEUE['RETRY'] has unknown key(s): jitter (did you mean 'JITTER'?)",
+            "MAILQUEUE['RETRY'] takes a dict with any of FIRST (seconds > 0), FACTOR (>= 1)",
+        ),
+        (
+            {"STORE": "memory://", "RETRY": {"JITTER": 2}},
+            "MAILQUEUE['RETRY']['JITTER']: retry jitter must be a fraction in [0, 1), got 2",
+            "JITTER (a fraction, 0 <= JITTER < 1). Default: {'FIRST': 60,",
+        ),
+        (
+            {"STORE": "memory://", "RATE_LIMIT": {"MESAGES": "5/s"}},
+            "MAILQUEUE['RATE_LIMIT'] has unknown key(s): MESAGES (did you mean 'MESSAGES'?)",
+            "MAILQUEUE['RATE_LIMIT'] takes None, or a dict with any of MESSAGES",
+        ),
+        (
+            {"STORE": ""},
+            "MAILQUEUE['STORE'] is required: a store's name, its URL, or",
+            "Default: none, it is required.",
+        ),
+        (
+            {"STORE": "memory://", "ON_COMMIT": 1},
+            "MAILQUEUE['ON_COMMIT'] must be False, True, or a database alias (a string), got 1",
+            "Default: False.",
+        ),
+    ],
+)
+def test_e001_says_which_key_and_what_it_takes(settings, message, hint):
+    with override_settings(MAILQUEUE=settings):
+        (error,) = run_checks(tags=["mailqueue"])
+    assert error.id == "mailqueue.E001"
+    assert message in error.msg
+    assert hint in error.hint
 
 
-class UnhintedPromises(SharedMemory):
-    def verify(self) -> None:
-        raise ConfigurationError("the server is set up wrong")
+def test_a_store_spec_key_gets_a_did_you_mean():
+    with pytest.raises(ConfigurationError, match=r"Options \(did you mean 'OPTIONS'\?\)"):
+        plugins.make_store({"NAME": "memory://", "Options": {}}, setting="MAILQUEUE['STORE']")
 
 
-@pytest.fixture
-def verify_plugins(tmp_path, monkeypatch):
-    """The stores above, registered through entry points as a third party's would be."""
-    dist = tmp_path / "mq_check_plugins-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mq-check-plugins\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text(
-        "[mailqueue.stores]\n"
-        f"unkept = {__name__}:UnkeptPromises\n"
-        f"unreachable = {__name__}:Unreachable\n"
-        f"unhinted = {__name__}:UnhintedPromises\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    # stevedore reads each namespace's entry points once per process; read them again.
-    monkeypatch.setattr(stevedore.ExtensionManager, "ENTRY_POINT_CACHE", {})
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "memory://q?colour=red",
+        "sqlite:////tmp/q.db?colour=red",
+        "redis://localhost/0?colour=red",
+        "memcached://localhost:11211?colour=red",
+        {"NAME": "redis://localhost/0", "OPTIONS": {"colour": "red"}},
+    ],
+)
+def test_every_unknown_store_option_lists_the_valid_ones(spec):
+    with pytest.raises(ConfigurationError, match="unknown option 'colour'") as info:
+        plugins.make_store(spec, setting="MAILQUEUE['STORE']")
+    assert "valid options: " in str(info.value) and "namespace" in str(info.value)
 
 
-def deploy_checks() -> list:
-    return run_checks(tags=["mailqueue"], include_deployment_checks=True)
+def test_every_unknown_transport_option_lists_the_valid_ones():
+    with pytest.raises(ConfigurationError, match=r"valid options: .*starttls"):
+        plugins.make_transport("smtp://relay:25?colour=red")
 
 
-def test_store_check_turns_a_configuration_error_into_an_error_with_its_fix(verify_plugins):
-    with override_settings(MAILQUEUE={"STORE": "unkept://q"}):
-        assert run_checks(tags=["mailqueue"]) == []  # not at every runserver
-        (error,) = deploy_checks()
-    assert error.id == "mailqueue.E004" and isinstance(error, Error)
-    assert error.msg == "MAILQUEUE['STORE']: the server forgets records under memory pressure."
-    assert error.hint == "turn that off."
-    with override_settings(MAILQUEUE={"STORE": "memory://", "FALLBACK_STORE": "unhinted://f"}):
-        (error,) = [m for m in deploy_checks() if m.id == "mailqueue.E004"]
-    assert error.msg == "MAILQUEUE['FALLBACK_STORE']: the server is set up wrong"
-    assert "cannot keep the queue's promises" in error.hint
-
-
-def test_store_check_warns_when_the_store_cannot_be_reached(verify_plugins):
-    with override_settings(MAILQUEUE={"STORE": "unreachable://q"}):
-        (warning,) = deploy_checks()
-    assert warning.id == "mailqueue.W005" and isinstance(warning, Warning)
-    assert "MAILQUEUE['STORE'] cannot be reached" in warning.msg
-    assert "hunter2" not in warning.msg and "redis://:***@10.0.0.1/0" in warning.msg
-    assert "--deploy" in warning.hint
-
-
-def test_store_check_leaves_bad_settings_to_the_other_checks():
-    with override_settings(MAILQUEUE={"STORE": "nosuch://"}):
-        assert ids(deploy_checks()) == ["mailqueue.E002"]
-    with override_settings(MAILQUEUE={"STORE": "memory://", "BOGUS": 1}):
-        assert ids(deploy_checks()) == ["mailqueue.E001"]
-    with override_settings(MAILQUEUE={"STORE": "sqlite:////tmp/x.db"}):
-        assert deploy_checks() == []  # the default verify() checks nothing
-    with legacy_email_settings(
-        MAILQUEUE=None, EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend"
-    ):
-        assert deploy_checks() == []
-
-
-def test_store_check_refuses_a_real_redis_that_evicts(redis_server_factory):
-    server = redis_server_factory("--maxmemory-policy", "allkeys-lru", appendonly=False)
-    with override_settings(MAILQUEUE={"STORE": server.url}):
-        assert run_checks(tags=["mailqueue"]) == []
-        (error,) = deploy_checks()
-    assert error.id == "mailqueue.E004"
-    assert "allkeys-lru" in error.msg and "noeviction" in error.hint
-    with override_settings(MAILQUEUE={"STORE": f"{server.url}?allow_eviction=true"}):
-        assert deploy_checks() == []  # the operator accepted the risk, by name
-    server.client().config_set("maxmemory-policy", "noeviction")
-    with override_settings(MAILQUEUE={"STORE": server.url}):
-        assert deploy_checks() == []
-
-
-def test_store_check_warns_for_a_real_redis_that_is_down(unused_tcp_port):
-    with override_settings(MAILQUEUE={"STORE": f"redis://:hunter2@127.0.0.1:{unused_tcp_port}/0"}):
-        messages = deploy_checks()
-    assert ids(messages) == ["mailqueue.W004", "mailqueue.W005"]
-    assert all("hunter2" not in m.msg + (m.hint or "") for m in messages)
+def test_a_misspelt_plugin_name_is_said_once_by_us(caplog):
+    with pytest.raises(ConfigurationError, match="Did you mean 'smtp'"):
+        plugins.make_transport("smpt://relay:25")
+    assert [r.getMessage() for r in caplog.records] == []  # stevedore's "Could not load" is not
+    plugins.make_transport("smtp://relay:25")

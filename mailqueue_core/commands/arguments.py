@@ -1,11 +1,11 @@
-"""The types of the subcommands' arguments: durations and counts."""
+"""The subcommands' arguments: their types (durations, counts) and how their help shows."""
 
 from __future__ import annotations
 
 import argparse
 import re
 
-__all__ = ["parse_duration", "positive_int", "threshold"]
+__all__ = ["HelpFormatter", "parse_duration", "positive_int", "threshold"]
 
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -40,3 +40,20 @@ def threshold(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
     return value
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written (paragraphs and examples keep their lines), and
+    each option's default after its help, when it has one worth saying."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help
+        if (
+            text is None
+            or "%(default)" in text
+            or "(default" in text
+            or not action.option_strings
+            or any(action.default is nothing for nothing in (None, False, argparse.SUPPRESS))
+        ):
+            return text
+        return f"{text} (default: %(default)s)"

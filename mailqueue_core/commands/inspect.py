@@ -2,7 +2,11 @@
 
 ``status --check`` exits 1 when a threshold is crossed (by default: any dead,
 lost or stuck message, or a ready message older than an hour, or mail waiting
-in the fallback store) and 2 when the store cannot be reached.
+in the fallback store) and 2 when the store cannot be reached. None of them
+creates a queue: where there is none, the store says so, naming its location.
+
+``status`` shows when the next scheduled message is due where the store tells
+(:attr:`~mailqueue_core.store.Stats.next_due`, optional in the contract).
 """
 
 from __future__ import annotations
@@ -15,33 +19,86 @@ from typing import Any, TextIO
 from mailqueue_core import codec
 from mailqueue_core.commands.arguments import parse_duration, positive_int, threshold
 from mailqueue_core.commands.output import say
-from mailqueue_core.commands.worker import open_store
 from mailqueue_core.config import Config
 from mailqueue_core.errors import CodecError, StoreUnavailable
 from mailqueue_core.plugins import make_store
-from mailqueue_core.store import DeadLetter, Stats
+from mailqueue_core.store import DeadLetter, Stats, Store
 
-__all__ = ["add_arguments", "dead", "purge", "retry", "status"]
+__all__ = [
+    "add_dead_arguments",
+    "add_purge_arguments",
+    "add_retry_arguments",
+    "add_status_arguments",
+    "dead",
+    "purge",
+    "retry",
+    "status",
+]
 
 
-def add_arguments(
-    status_parser: argparse.ArgumentParser,
-    dead_parser: argparse.ArgumentParser,
-    retry_parser: argparse.ArgumentParser,
-    purge_parser: argparse.ArgumentParser,
-) -> None:
-    status_parser.add_argument("--json", action="store_true")
-    status_parser.add_argument(
-        "--check", action="store_true", help="exit 1 when a threshold is crossed"
+def add_status_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="a monitoring check: exit 1 when a threshold below is crossed",
     )
-    status_parser.add_argument("--max-age", type=parse_duration, default=3600.0)
-    status_parser.add_argument("--max-dead", type=threshold, default=0)
-    status_parser.add_argument("--max-stuck", type=threshold, default=0)
-    dead_parser.add_argument("--json", action="store_true")
-    dead_parser.add_argument("--limit", type=positive_int, default=100)
-    retry_parser.add_argument("ids", nargs="*", metavar="ID")
-    retry_parser.add_argument("--all", action="store_true")
-    purge_parser.add_argument("--older-than", type=parse_duration, required=True, metavar="AGE")
+    parser.add_argument(
+        "--max-age",
+        type=parse_duration,
+        default="3600",
+        metavar="AGE",
+        help="with --check: the oldest ready message may be this old (3600, 90m, 2h)",
+    )
+    parser.add_argument(
+        "--max-dead",
+        type=threshold,
+        default=0,
+        metavar="N",
+        help="with --check: this many dead letters pass",
+    )
+    parser.add_argument(
+        "--max-stuck",
+        type=threshold,
+        default=0,
+        metavar="N",
+        help="with --check: this many stuck messages (held past their lease) pass",
+    )
+
+
+def add_dead_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print a JSON list of objects")
+    parser.add_argument(
+        "--limit", type=positive_int, default=100, metavar="N", help="list at most N"
+    )
+
+
+def add_retry_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "ids", nargs="*", metavar="ID", help="queue ids of dead letters, as 'dead' lists them"
+    )
+    parser.add_argument("--all", action="store_true", help="every dead letter")
+
+
+def add_purge_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--older-than",
+        type=parse_duration,
+        required=True,
+        metavar="AGE",
+        help="buried more than AGE ago: seconds, or 90m, 12h, 7d (required)",
+    )
+
+
+def _existing(conf: Config, key: str = "STORE") -> Store:
+    """The store (or the fallback store), opening an existing queue only: these
+    commands never create one."""
+    spec = conf.store if key == "STORE" else conf.fallback_store
+    store = make_store(spec, namespace=conf.namespace, setting=f"MAILQUEUE['{key}']")
+    existing = store.without_creating()
+    if existing is not store:
+        store.close()
+    return existing
 
 
 # -- status ----------------------------------------------------------------------------
@@ -50,22 +107,23 @@ def add_arguments(
 def status(
     options: argparse.Namespace, conf: Config, stdout: TextIO, stderr: TextIO, _: Any
 ) -> int:
-    store = open_store(conf)
+    store = _existing(conf)
+    now = time.time()
     try:
-        stats = store.stats(time.time())
+        stats = store.stats(now)
     finally:
         store.close()
     data = stats.as_dict()
-    fallback = _fallback_stats(conf, stderr)
+    fallback = _fallback_stats(conf, stderr, now)
     if fallback is not None:
         data["fallback"] = fallback.as_dict()
     if options.json:
         say(stdout, json.dumps(data, sort_keys=True))
     else:
-        _print_stats(stats, stdout)
+        _print_stats(stats, now, stdout)
         if fallback is not None:
             say(stdout, "fallback store:")
-            _print_stats(fallback, stdout, indent="  ")
+            _print_stats(fallback, now, stdout, indent="  ")
     if not options.check:
         return 0
     problems = _problems(options, stats, fallback)
@@ -99,11 +157,20 @@ def _problems(options: argparse.Namespace, stats: Stats, fallback: Stats | None)
     return problems
 
 
-def _print_stats(stats: Stats, stdout: TextIO, indent: str = "") -> None:
+def _next_due(stats: Stats, now: float) -> str:
+    if not stats.scheduled:
+        return "-"
+    if stats.next_due is None:
+        return "? (this store does not tell)"
+    return f"in {max(0.0, stats.next_due - now):.0f}s"
+
+
+def _print_stats(stats: Stats, now: float, stdout: TextIO, indent: str = "") -> None:
     age = stats.oldest_ready_age
     rows = [
         ("ready", stats.ready),
         ("scheduled", stats.scheduled),
+        ("next due", _next_due(stats, now)),
         ("in flight", stats.in_flight),
         ("stuck", stats.stuck),
         ("dead", stats.dead),
@@ -113,12 +180,12 @@ def _print_stats(stats: Stats, stdout: TextIO, indent: str = "") -> None:
     say(stdout, *(f"{indent}{name:<13}{value}" for name, value in rows))
 
 
-def _fallback_stats(conf: Config, stderr: TextIO) -> Stats | None:
+def _fallback_stats(conf: Config, stderr: TextIO, now: float) -> Stats | None:
     if conf.fallback_store is None:
         return None
-    fallback = make_store(conf.fallback_store, namespace=conf.namespace, setting="FALLBACK_STORE")
+    fallback = _existing(conf, "FALLBACK_STORE")
     try:
-        return fallback.stats(time.time())
+        return fallback.stats(now)
     except StoreUnavailable as exc:
         say(stderr, f"mailqueue: the fallback store cannot be reached: {exc}")
         return None
@@ -130,7 +197,7 @@ def _fallback_stats(conf: Config, stderr: TextIO) -> Stats | None:
 
 
 def dead(options: argparse.Namespace, conf: Config, stdout: TextIO, stderr: TextIO, _: Any) -> int:
-    store = open_store(conf)
+    store = _existing(conf)
     try:
         letters = store.dead_letters(limit=options.limit)
     finally:
@@ -181,7 +248,7 @@ def retry(
     if options.all == bool(options.ids):
         say(stderr, "mailqueue retry: give either --all or message ids")
         return 1
-    store = open_store(conf)
+    store = _existing(conf)
     try:
         count = store.revive(None if options.all else options.ids, time.time())
     finally:
@@ -193,7 +260,7 @@ def retry(
 def purge(
     options: argparse.Namespace, conf: Config, stdout: TextIO, stderr: TextIO, _: Any
 ) -> int:
-    store = open_store(conf)
+    store = _existing(conf)
     try:
         count = store.purge(time.time() - options.older_than)
     finally:

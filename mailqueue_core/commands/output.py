@@ -4,6 +4,10 @@ Recipients, subjects and error reasons come from outside (a site's users, other
 people's mail servers): every line is printed through
 :func:`~mailqueue_core.text.printable`, so that a reply holding ``ESC[2J``
 shows as ``\\x1b[2J`` instead of clearing the operator's screen.
+
+stderr carries problems and also what is not one (the progress count, a note
+that mail moved): :func:`plain` gives the stream for the latter, which Django's
+``manage.py`` would otherwise print in bold red on a terminal.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Any, TextIO
 from mailqueue_core.flusher import FlushListener
 from mailqueue_core.text import printable
 
-__all__ = ["Progress", "is_tty", "say"]
+__all__ = ["Progress", "is_tty", "plain", "say"]
 
 
 def say(stream: TextIO, *lines: str, flush: bool = False) -> None:
@@ -22,6 +26,16 @@ def say(stream: TextIO, *lines: str, flush: bool = False) -> None:
     stream.write("".join(f"{printable(line)}\n" for line in lines))
     if flush:
         stream.flush()
+
+
+def plain(stream: TextIO) -> TextIO:
+    """``stream`` for text that is not an error.
+
+    A stream that styles what it prints (``manage.py`` styles stderr as errors)
+    offers an unstyled twin as its ``plain`` attribute; any other is returned.
+    """
+    twin = getattr(stream, "plain", None)
+    return twin if twin is not None else stream
 
 
 def is_tty(stream: Any) -> bool:

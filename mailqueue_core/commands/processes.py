@@ -24,9 +24,15 @@ from typing import NoReturn, TextIO
 
 from mailqueue_core.commands.interrupts import Interrupts
 from mailqueue_core.commands.output import say
-from mailqueue_core.commands.worker import ListenerFactory, flush_one, open_store
+from mailqueue_core.commands.worker import (
+    ListenerFactory,
+    NotReached,
+    flush_one,
+    open_store,
+    reach,
+)
 from mailqueue_core.config import Config
-from mailqueue_core.errors import ConfigurationError, StoreError, StoreUnavailable
+from mailqueue_core.errors import ConfigurationError, StoreError
 from mailqueue_core.flusher import FlushResult
 from mailqueue_core.text import get_logger
 
@@ -75,8 +81,8 @@ def _check_store(conf: Config, *, service: bool) -> None:
     """Refuse to start N workers on a store found unfit (``Store.verify``)."""
     store = open_store(conf)
     try:
-        store.verify()
-    except StoreUnavailable:
+        reach(store.verify)
+    except NotReached:
         if not service:
             raise
         # A service waits for its store: each worker backs off on its own.

@@ -11,17 +11,31 @@ from typing import TextIO
 from mailqueue_core.commands.interrupts import Interrupts
 from mailqueue_core.commands.output import say
 from mailqueue_core.config import Config
+from mailqueue_core.errors import StoreUnavailable
 from mailqueue_core.flusher import Flusher, FlushListener, FlushResult
 from mailqueue_core.plugins import make_routes, make_store
 from mailqueue_core.ratelimit import LocalLimits, RateLimiter
 from mailqueue_core.store import Capability, Store
 from mailqueue_core.text import get_logger
 
-__all__ = ["build_flusher", "flush_one", "limiter", "open_store"]
+__all__ = ["NotReached", "build_flusher", "flush_one", "limiter", "open_store", "reach"]
 
 logger = get_logger("mailqueue.commands")
 
 ListenerFactory = Callable[[], FlushListener]
+
+
+class NotReached(StoreUnavailable):
+    """The store could not be reached when the run started: nothing was claimed or sent."""
+
+
+def reach(verify: Callable[[], None]) -> None:
+    """Run a store check (``Store.verify``) before anything is claimed; a store that
+    cannot be reached then raises :class:`NotReached`."""
+    try:
+        verify()
+    except StoreUnavailable as exc:
+        raise NotReached(str(exc)) from exc
 
 
 def open_store(conf: Config) -> Store:
@@ -60,7 +74,8 @@ def flush_one(
     listener: ListenerFactory | None,
     stdout: TextIO,
 ) -> FlushResult:
-    """Run one worker; the store is checked (``Store.verify``) when it starts."""
+    """Run one worker; the store is checked (``Store.verify``) when it starts: a single
+    run whose store cannot be reached then raises :class:`NotReached`."""
     store = open_store(conf)
     try:
         flusher = build_flusher(conf, store, listener)
@@ -76,6 +91,7 @@ def flush_one(
                 on_result=report,
                 start_over=interrupts.start_over,
             )
+        reach(flusher.verify)
         return flusher.flush(
             limit=options.limit,
             time_limit=options.time_limit,

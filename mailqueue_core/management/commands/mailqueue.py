@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+import django
+from django.core.management.base import BaseCommand, CommandParser, OutputWrapper
 
+from mailqueue_core import __version__
 from mailqueue_core.commands import add_subcommands, run
 from mailqueue_core.django_settings import get_config
 from mailqueue_core.signals import SignalListener
@@ -17,17 +20,51 @@ def _common(parser: argparse.ArgumentParser) -> None:
     # Django's common options, accepted after the subcommand too
     # (``manage.py mailqueue flush -v 2``).
     parser.add_argument(
-        "-v", "--verbosity", type=int, choices=[0, 1, 2, 3], default=argparse.SUPPRESS
+        "-v",
+        "--verbosity",
+        type=int,
+        choices=[0, 1, 2, 3],
+        default=argparse.SUPPRESS,
+        help="0 errors only, 1 warnings, 2 each message sent, deferred or buried, "
+        "3 debug (default: 1)",
     )
-    parser.add_argument("--settings", default=argparse.SUPPRESS)
-    parser.add_argument("--pythonpath", default=argparse.SUPPRESS)
-    parser.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS)
-    parser.add_argument("--no-color", action="store_true", default=argparse.SUPPRESS)
-    parser.add_argument("--force-color", action="store_true", default=argparse.SUPPRESS)
+    parser.add_argument(
+        "--settings",
+        default=argparse.SUPPRESS,
+        metavar="MODULE",
+        help="the settings module, e.g. mysite.settings (default: DJANGO_SETTINGS_MODULE)",
+    )
+    parser.add_argument(
+        "--pythonpath",
+        default=argparse.SUPPRESS,
+        metavar="DIR",
+        help="a directory to add to the Python path, e.g. /srv/site (default: none)",
+    )
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the traceback of an error Django reports",
+    )
+    parser.add_argument(
+        "--no-color", action="store_true", default=argparse.SUPPRESS, help="no colours"
+    )
+    parser.add_argument(
+        "--force-color",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="colours even when the output is not a terminal",
+    )
 
 
 class Command(BaseCommand):
-    help = "Deliver queued mail and inspect the queue."
+    help = (
+        "Deliver queued mail (flush) and look after the queue (status, dead, retry, purge). "
+        "'manage.py mailqueue SUBCOMMAND --help' says more about each."
+    )
+
+    def get_version(self) -> str:
+        return f"mailqueue {__version__} (Django {django.get_version()})"
 
     def add_arguments(self, parser: CommandParser) -> None:
         add_subcommands(parser, _common)
@@ -55,14 +92,27 @@ class Command(BaseCommand):
             raise SystemExit(code)
 
 
-class _Plain:
-    """A Django OutputWrapper that writes exactly what print() gives it."""
+def _unstyled(text: str) -> str:
+    return text
 
-    def __init__(self, wrapper: Any) -> None:
+
+class _Plain:
+    """A Django OutputWrapper that writes exactly what print() gives it.
+
+    Styled as Django styles the stream (stderr: as an error, on a terminal);
+    :attr:`plain` writes the same stream unstyled, for what is not an error.
+    """
+
+    def __init__(self, wrapper: OutputWrapper, style: Callable[[str], str] | None = None) -> None:
         self.wrapper = wrapper
+        self.style = style
+
+    @property
+    def plain(self) -> _Plain:
+        return _Plain(self.wrapper, _unstyled)
 
     def write(self, text: str) -> None:
-        self.wrapper.write(text, ending="")
+        self.wrapper.write(text, style_func=self.style, ending="")
 
     def flush(self) -> None:
         self.wrapper.flush()
