@@ -54,7 +54,7 @@ def run_redis(tmp: Path, depths: list[int], args: argparse.Namespace) -> None:
     from mirakuru import TCPExecutor
 
     from mailqueue_stores.redis import RedisStore
-    from mailqueue_stores.redis_scripts import RedisKeys
+    from mailqueue_stores.redis.keys import RedisKeys
 
     port = _free_port()
     command = ["/usr/bin/redis-server", "--port", str(port), "--bind", "127.0.0.1"]

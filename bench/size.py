@@ -33,7 +33,7 @@ def message_sizes(m: int) -> dict[str, float]:
 def redis_size(url: str, m: int) -> dict[str, float]:
     import redis
 
-    from mailqueue_stores.redis_scripts import RedisKeys
+    from mailqueue_stores.redis.keys import RedisKeys
 
     client = redis.Redis.from_url(url)
     before = client.info("memory")["used_memory"]

@@ -177,11 +177,11 @@ def test_bad_options(options, message):
 def test_options_from_the_url():
     settings = RedisStore(
         "redis://h?min_replicas=2&replica_timeout=0.5&max_clock_skew=inf&allow_eviction=yes"
-    ).settings
+    ).settings.options
     assert (settings.min_replicas, settings.replica_timeout) == (2, 0.5)
     assert settings.max_clock_skew == float("inf")
     assert settings.allow_eviction is True
-    defaults = RedisStore("redis://h").settings
+    defaults = RedisStore("redis://h").settings.options
     assert (defaults.min_replicas, defaults.replica_timeout, defaults.max_clock_skew) == (
         0,
         1.0,

@@ -9,8 +9,11 @@ server here.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis.cluster
@@ -21,7 +24,7 @@ from mailqueue_core.backend import EmailBackend
 from mailqueue_core.errors import StoreError, StoreUnavailable
 from mailqueue_core.testing.contract import LEASE, make_record
 from mailqueue_stores.redis import RedisStore
-from mailqueue_stores.redis_client import refusal
+from mailqueue_stores.redis.connection import refusal
 from tests.servers.redis import HOST, RedisServer, free_port, wait_for_replicas, wait_until
 
 #: A master sends its replicas the data at once (Redis waits 5 s by default for more).
@@ -146,45 +149,79 @@ def test_a_cluster_node_without_the_slot_says_clusterdown(tmp_path, now):
         server.stop()
 
 
-def test_a_slot_on_the_move_is_unavailable(redis_cluster, now):
-    namespace = uuid.uuid4().hex
-    with redis.cluster.RedisCluster(host=HOST, port=redis_cluster.nodes[0].port) as cluster:
-        slot = cluster.keyslot(f"{{{namespace}}}")
-        source = cluster.get_node_from_key(f"{{{namespace}}}")
-        target = next(n for n in cluster.get_primaries() if n.name != source.name)
-        source_id = cluster.cluster_myid(source)
-        target_id = cluster.cluster_myid(target)
-    source_server = next(n for n in redis_cluster.nodes if n.port == source.port)
-    target_server = next(n for n in redis_cluster.nodes if n.port == target.port)
-    store = RedisStore(redis_cluster.url, namespace=namespace)
-    durable = RedisStore(redis_cluster.url, namespace=namespace, min_replicas=1)
-    record = make_record(now)
-    store.enqueue([record])  # some keys of the slot exist, others do not
+@contextlib.contextmanager
+def slot_migrating(cluster: Any, namespace: str) -> Iterator[redis.Redis]:
+    """The namespace's slot half-way to another primary; a client on its node, which has it."""
+    with redis.cluster.RedisCluster(host=HOST, port=cluster.nodes[0].port) as client:
+        slot = client.keyslot(f"{{{namespace}}}")
+        source = client.get_node_from_key(f"{{{namespace}}}")
+        target = next(n for n in client.get_primaries() if n.name != source.name)
+        source_id = client.cluster_myid(source)
+        target_id = client.cluster_myid(target)
+    source_server = next(n for n in cluster.nodes if n.port == source.port)
+    target_server = next(n for n in cluster.nodes if n.port == target.port)
     with target_server.client() as t, source_server.client() as s:
         t.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
         s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
         try:
-            # A declared key is missing here: the client is sent to the target
-            # (ASK), which has none of them: TRYAGAIN, until redis-py gives up.
-            with pytest.raises(StoreUnavailable, match=r"TTL exhausted|TRYAGAIN"):
-                store.fetch_due(now, 10, LEASE)
-            # The declared keys are here, the new record's key is not: the
-            # script stops when it reaches it, before writing anything.
-            with pytest.raises(StoreUnavailable, match="slot on the move"):
-                store.enqueue([make_record(now)])
-            with pytest.raises(StoreUnavailable, match="slot on the move"):
-                durable.enqueue([make_record(now)])
-            # With no key of the slot left here, the shard reached directly
-            # (for WAIT) answers ASK.
-            prefix = f"mailqueue:{{{namespace}}}:"
-            s.delete(prefix + "due", prefix + "created", prefix + "m:" + record.id)
-            with pytest.raises(StoreUnavailable, match="moved"):
-                durable.enqueue([make_record(now)])
+            yield s
         finally:
             for client in (s, t):
                 client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", source_id)
-            store.close()
-            durable.close()
+
+
+def test_a_slot_on_the_move_is_unavailable(redis_cluster, now):
+    namespace = uuid.uuid4().hex
+    prefix = f"mailqueue:{{{namespace}}}:"
+    store = RedisStore(redis_cluster.url, namespace=namespace)
+    durable = RedisStore(redis_cluster.url, namespace=namespace, min_replicas=1)
+    record = make_record(now)
+    store.enqueue([record])  # some keys of the slot exist, others do not
+    with slot_migrating(redis_cluster, namespace) as source, store, durable:
+        # Some declared keys are missing here: the client is sent to the
+        # target (ASK), which has none of them: TRYAGAIN, until redis-py
+        # gives up. Enqueue declares the new record's keys, so it is
+        # refused before it runs, as the claim is.
+        with pytest.raises(StoreUnavailable, match=r"TTL exhausted|TRYAGAIN"):
+            store.fetch_due(now, 10, LEASE)
+        with pytest.raises(StoreUnavailable, match=r"TTL exhausted|TRYAGAIN"):
+            store.enqueue([make_record(now)])
+        with pytest.raises(StoreUnavailable, match="TRYAGAIN"):
+            durable.enqueue([make_record(now)])
+        # With no key of the slot left here, the shard reached directly
+        # (for WAIT) answers ASK.
+        source.delete(prefix + "due", prefix + "created", prefix + "m:" + record.id)
+        with pytest.raises(StoreUnavailable, match="moved"):
+            durable.enqueue([make_record(now)])
+
+
+def test_a_message_moved_before_its_index_stops_the_claim(redis_cluster, now):
+    """The claim builds message keys from the ids it reads (the one script that does).
+
+    Every key it declares is on the node, so Redis lets it run; a message
+    whose hash a reshard already moved stops it where it reaches it, and it
+    is ``StoreUnavailable`` like the rest of the move.
+    """
+    namespace = uuid.uuid4().hex
+    prefix = f"mailqueue:{{{namespace}}}:"
+    with RedisStore(redis_cluster.url, namespace=namespace) as store:
+        # The five indexes the claim declares, each holding something.
+        lost, dead, held, moved = (make_record(now - age) for age in (30, 20, 10, 0))
+        store.enqueue([lost])
+        with redis.cluster.RedisCluster(host=HOST, port=redis_cluster.nodes[0].port) as client:
+            client.delete(prefix + "m:" + lost.id)
+        assert store.fetch_due(now - 30, 10, LEASE) == []  # reported lost
+        store.enqueue([dead])
+        store.bury(*store.fetch_due(now - 20, 1, LEASE), "550", now)
+        store.enqueue([held])
+        assert len(store.fetch_due(now - 10, 1, LEASE)) == 1
+        store.enqueue([moved])
+        stats = store.stats(now)
+        assert (stats.ready, stats.in_flight, stats.dead, stats.lost) == (1, 1, 1, 1)
+        with slot_migrating(redis_cluster, namespace) as source:
+            source.delete(prefix + "m:" + moved.id)  # gone ahead of the indexes
+            with pytest.raises(StoreUnavailable, match="slot on the move"):
+                store.fetch_due(now, 10, LEASE)
 
 
 @pytest.mark.parametrize(

@@ -56,7 +56,7 @@ def test_the_operator_can_accept_the_risk(redis_server_factory):
         store.verify()
     with RedisStore(server.url + "?allow_eviction=true") as store:
         store.verify()
-    with pytest.raises(ConfigurationError, match="allow_eviction must be true or false"):
+    with pytest.raises(ConfigurationError, match=r"'allow_eviction' \(in the URL\) must be true"):
         RedisStore(server.url + "?allow_eviction=perhaps")
 
 

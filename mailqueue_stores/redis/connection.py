@@ -1,11 +1,11 @@
-"""The small client the Redis store talks through: redis-py, wrapped.
+"""The Redis store's connection: redis-py, wrapped.
 
 It imports redis-py lazily (a friendly error names the extra to install),
 builds a plain, Sentinel or Cluster client on first use, registers the Lua
 scripts once (redis-py calls them by SHA and reloads them when the server
 answers NOSCRIPT, as after a restart or ``SCRIPT FLUSH``), and translates
-every redis-py error into the store errors in :meth:`RedisClient.translated`,
-the one place where that happens.
+every redis-py error into the store errors in
+:meth:`RedisConnection.translated`, the one place where that happens.
 
 What is ``StoreUnavailable`` (the caller falls back, or tries again later):
 the server cannot be reached, or it refuses to write for now: ``OOM`` (full),
@@ -25,10 +25,10 @@ from types import ModuleType
 from typing import Any
 
 from mailqueue_core.errors import ConfigurationError, StoreError, StoreUnavailable
-from mailqueue_stores.redis_config import RedisSettings
-from mailqueue_stores.redis_scripts import SCRIPTS, script_source, supports_flags
+from mailqueue_stores.redis.scripts import SCRIPTS, script_source, supports_flags
+from mailqueue_stores.redis.settings import RedisSettings
 
-__all__ = ["RedisClient", "ReplicasMissing", "import_redis", "refusal"]
+__all__ = ["RedisConnection", "ReplicasMissing", "import_redis", "refusal"]
 
 #: Error codes with which a server refuses a write for now (see the module docstring).
 REFUSALS = ("OOM", "NOREPLICAS", "READONLY", "MASTERDOWN", "LOADING", "CLUSTERDOWN", "TRYAGAIN")
@@ -89,7 +89,7 @@ def refusal(exc: BaseException, redis: ModuleType) -> str | None:
     return None
 
 
-class RedisClient:
+class RedisConnection:
     """One connection pool (or cluster client) and the registered scripts."""
 
     def __init__(self, settings: RedisSettings) -> None:
@@ -136,9 +136,10 @@ class RedisClient:
 
         Raises :class:`ReplicasMissing` (carrying the script's answer as
         ``answer``) when fewer acknowledged the write within
-        ``settings.replica_timeout``: the master has it, the replicas may not.
+        ``replica_timeout``: the master has it, the replicas may not.
         """
-        timeout_ms = max(1, round(self.settings.replica_timeout * 1000))
+        timeout = self.settings.options.replica_timeout
+        timeout_ms = max(1, round(timeout * 1000))
         with self.translated():
             client = self._connection()
             target = client
@@ -164,7 +165,7 @@ class RedisClient:
         if acknowledged < replicas:
             raise ReplicasMissing(
                 f"redis store: only {acknowledged} of the {replicas} replicas required "
-                f"(min_replicas) acknowledged the write within {self.settings.replica_timeout}s",
+                f"(min_replicas) acknowledged the write within {timeout}s",
                 answer,
             )
         return answer
@@ -232,21 +233,21 @@ class RedisClient:
             client.nodes_manager.initialize()
 
     def _build(self) -> Any:
-        redis, s = self._redis, self.settings
+        redis, s, o = self._redis, self.settings, self.settings.options
         tls: dict[str, Any] = {}
         if s.tls:
-            tls.update(ssl=True, ssl_ca_certs=s.tls_ca_certs)
-            if not s.tls_verify:
+            tls.update(ssl=True, ssl_ca_certs=o.tls_ca_certs)
+            if not o.tls_verify:
                 tls.update(ssl_cert_reqs="none", ssl_check_hostname=False)
         timeouts = {
-            "socket_timeout": s.socket_timeout,
-            "socket_connect_timeout": s.socket_connect_timeout,
+            "socket_timeout": o.socket_timeout,
+            "socket_connect_timeout": o.socket_connect_timeout,
         }
         kwargs: dict[str, Any] = {"username": s.username, "password": s.password}
         kwargs.update(timeouts, **tls)
         if s.mode == "cluster":
             nodes = [redis.cluster.ClusterNode(host, port) for host, port in s.nodes]
-            kwargs.update(s.client_options)
+            kwargs.update(o.client_options)
             return redis.cluster.RedisCluster(startup_nodes=nodes, **kwargs)
         # One retry on a connection error renews a pooled connection that a
         # server restart broke; timeouts are not retried, since the script
@@ -255,7 +256,7 @@ class RedisClient:
             redis.backoff.NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)
         )
         kwargs["db"] = s.db
-        kwargs.update(s.client_options)
+        kwargs.update(o.client_options)
         if s.mode == "sentinel":
             sentinel = redis.sentinel.Sentinel(
                 list(s.nodes),

@@ -1,20 +1,15 @@
-"""Shared rate limits for the Redis store: token buckets and connection slots.
+"""The Lua scripts of the Redis store's shared rate limits: token buckets and connection slots.
 
-Each step is one Lua script, atomic for every flusher on every machine (see
-:mod:`mailqueue_core.ratelimit`). Keys, beside the queue's (``P`` =
-``mailqueue:{NS}:``)::
-
-    P bucket:NAME   hash    tokens, updated; expires once it would be full again
-    P slots:NAME    zset    slot tokens scored by lease expiry; expires with the last lease
+Each step is one script, atomic for every flusher on every machine (see
+:mod:`mailqueue_core.ratelimit`), on the keys ``bucket:NAME`` and
+``slots:NAME`` of :mod:`mailqueue_stores.redis.keys`.
+:meth:`~mailqueue_stores.redis.client.RedisClient.take_token` and its
+neighbours call them.
 """
 
 from __future__ import annotations
 
-import math
-import uuid
-from typing import Any, Protocol
-
-__all__ = ["LIMIT_SCRIPTS", "RedisLimits"]
+__all__ = ["LIMIT_SCRIPTS"]
 
 # KEYS: bucket. ARGV: rate, burst, now, ttl in ms. Returns the wait as a string.
 TAKE_FROM_BUCKET = """
@@ -57,43 +52,3 @@ LIMIT_SCRIPTS = {
     "acquire_slot": ACQUIRE_SLOT,
     "release_slot": RELEASE_SLOT,
 }
-
-
-class _Client(Protocol):
-    def run(self, script: str, keys: list[str], args: list[Any]) -> Any: ...
-
-
-class _Keys(Protocol):
-    prefix: str
-
-
-class _RedisStore(Protocol):
-    keys: _Keys
-    _client: _Client
-
-
-class RedisLimits:
-    """Mixed into :class:`~mailqueue_stores.redis.RedisStore`."""
-
-    def take_token(self: _RedisStore, bucket: str, rate: float, burst: float, now: float) -> float:
-        ttl_ms = math.ceil((burst / rate + 60) * 1000)
-        wait = self._client.run(
-            "take_token",
-            [f"{self.keys.prefix}bucket:{bucket}"],
-            [repr(float(rate)), repr(float(burst)), repr(float(now)), ttl_ms],
-        )
-        return float(wait)
-
-    def acquire_slot(
-        self: _RedisStore, name: str, limit: int, lease: float, now: float
-    ) -> str | None:
-        token = uuid.uuid4().hex
-        got = self._client.run(
-            "acquire_slot",
-            [f"{self.keys.prefix}slots:{name}"],
-            [repr(float(now)), limit, repr(float(now + lease)), token, math.ceil(lease * 1000)],
-        )
-        return None if got is None else token
-
-    def release_slot(self: _RedisStore, name: str, token: str) -> None:
-        self._client.run("release_slot", [f"{self.keys.prefix}slots:{name}"], [token])

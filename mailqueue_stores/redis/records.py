@@ -62,7 +62,7 @@ class _Reader:
 
 
 def claim_from_row(row: Sequence[Any], expires: float) -> Claim:
-    """A claim from one row of the claim script (see ``CLAIM`` in redis_scripts)."""
+    """A claim from one row of the claim script (see ``CLAIM`` in :mod:`.scripts`)."""
     # The usual record, whole, read without the bookkeeping of a damaged one.
     data, created, due, attempts = row[2], row[3], row[4], row[5]
     if data is not None and created and due and attempts and attempts.isdigit():
@@ -100,7 +100,7 @@ def _damaged_claim(row: Sequence[Any], expires: float) -> Claim:
 
 
 def dead_letter_from_row(row: Sequence[Any]) -> DeadLetter:
-    """A dead letter from the dead-letter part of ``DEAD_LETTERS``."""
+    """A dead letter from a row of ``READ_LETTERS`` (fields: ``DEAD_FIELDS`` of the client)."""
     mid, buried = bytes(row[0]), bytes(row[1])
     data, created, due, attempts, last_error, reason = _stored(row[2:])
     read = _Reader()
@@ -119,7 +119,7 @@ def dead_letter_from_row(row: Sequence[Any]) -> DeadLetter:
 
 
 def lost_letter_from_row(row: Sequence[Any]) -> DeadLetter:
-    """A loss report from the lost part of ``DEAD_LETTERS``: listed, marked lost."""
+    """A loss report from a row of ``READ_LETTERS`` (``LOST_FIELDS``): listed, marked lost."""
     mid, found = bytes(row[0]), bytes(row[1])
     created, due, reason = _stored(row[2:])
     read = _Reader()

@@ -1,24 +1,31 @@
-"""The Lua scripts of the Redis store, and the key layout they work on.
+"""The Lua scripts of the Redis store.
 
 Every state change of the queue is one of these scripts, so it is one atomic
-step on the server. All keys of one namespace share the hash tag ``{NS}``, so
-they live in one Cluster slot and a script may touch any of them.
+step on the server. The keys they work on are described in
+:mod:`mailqueue_stores.redis.keys`; each script's KEYS and ARGV are listed
+above it, and :class:`~mailqueue_stores.redis.client.RedisClient` lays them out.
 
-Key layout for namespace ``NS`` (``P`` = ``mailqueue:{NS}:``)::
+Declared keys. Every key a script touches comes to it in KEYS, so Redis and
+a Cluster client know them before it runs: a Cluster routes the call by them
+and, while their slot is being moved, answers ``ASK`` or ``TRYAGAIN`` before
+anything runs. A script that must see a message's hash takes its key in
+KEYS, one per message (enqueue, withdraw, add to the dead letters, revive);
+one that lists or purges what an index holds reads the ids first, in a
+separate call, and the script checks each id again against the index, so an
+id settled in between is skipped (the dead letters, purge, and the leases of
+``stats``).
 
-    P m:ID      hash    a live message: data, created, due, attempts,
-                        last_error (absent for None); while claimed also token,
-                        expires (the caller's clock) and server_expires (the
-                        Redis server's clock, see "Leases and clocks" below)
-    P d:ID      hash    a dead letter: the same fields plus reason and buried
-    P l:ID      hash    a lost message: what the indexes still knew of it
-                        (created, due), reason and found
-    P due       zset    live ids scored by due time; a claimed id is re-scored
-                        at its lease expiry, so an abandoned claim comes back by itself
-    P held      zset    claimed ids scored by lease expiry (counts in-flight mail)
-    P created   zset    live ids scored by created time (age of the oldest ready)
-    P dead      zset    dead ids scored by burial time
-    P lost      zset    lost ids scored by when the loss was found
+The one exception is the claim: it reads the due ids from ``due`` and builds
+their message keys (and the dead-letter or loss key of a damaged one) from the
+prefixes in ARGV. Reading first in a separate call would let two flushers
+pick the same ids and take them in turn, and claiming must cost one round
+trip. It is safe on Cluster because every key it builds is the namespace
+prefix ``mailqueue:{NS}:`` and a suffix: Redis hashes only the ``{NS}`` tag,
+so the key lives in the slot of the declared ones, the one slot a flagged
+script may touch. While a reshard moves that slot, a message key already gone
+to the new node stops the claim where it reaches it (``StoreUnavailable``,
+"slot on the move"); what it claimed before that point comes back when the
+lease runs out.
 
 Floats travel as Python ``repr`` strings and are stored as given, so times
 round-trip exactly. Scripts return stored strings rather than Lua numbers,
@@ -38,8 +45,8 @@ Full servers (``maxmemory`` reached). Scripts carry Redis 7 flags in a
 runs (``OOM``: the store says ``StoreUnavailable``). Everything that delivers
 or frees memory is ``allow-oom``, so a full queue still drains; reads are
 ``no-writes``. A flagged script loses the cross-slot allowance that unflagged
-scripts keep, so every key one touches, declared or built from a prefix, must
-hash to the declared keys' slot: the ``{NS}`` tag gives exactly that. Redis
+scripts keep, so the keys the claim builds must hash to the declared keys'
+slot: the ``{NS}`` tag gives exactly that. Redis
 before 7 does not know the ``#!`` line; :func:`script_source` leaves it out
 there, and such a server refuses the claim script's first write when full.
 
@@ -55,59 +62,37 @@ the most a lease can be cut short by a clock that is off.
 
 from __future__ import annotations
 
-from mailqueue_stores.redis_limits import LIMIT_SCRIPTS
+from mailqueue_stores.redis.limits import LIMIT_SCRIPTS
 
-__all__ = ["SCRIPTS", "RedisKeys", "script_source", "supports_flags"]
+__all__ = ["SCRIPTS", "script_source", "supports_flags"]
 
-
-class RedisKeys:
-    """Key names for one namespace."""
-
-    def __init__(self, namespace: str) -> None:
-        self.prefix = f"mailqueue:{{{namespace}}}:"
-        self.live_prefix = self.prefix + "m:"
-        self.dead_prefix = self.prefix + "d:"
-        self.lost_prefix = self.prefix + "l:"
-        self.due = self.prefix + "due"
-        self.held = self.prefix + "held"
-        self.created = self.prefix + "created"
-        self.dead = self.prefix + "dead"
-        self.lost = self.prefix + "lost"
-
-    def live(self, mid: str) -> str:
-        return self.live_prefix + mid
-
-    def dead_letter(self, mid: str) -> str:
-        return self.dead_prefix + mid
-
-
-# KEYS: due, created. ARGV: live prefix, dead prefix, then per record
-# id, data, created, due, attempts, has_error ("1"/"0"), error.
+# KEYS: due, created, then per record its live key and its dead-letter key.
+# ARGV: per record id, data, created, due, attempts, has_error ("1"/"0"), error.
 # Returns the ids it added (not those already present), for a withdrawal.
 ENQUEUE = """
 local added = {}
-for i = 3, #ARGV, 7 do
-  local id = ARGV[i]
-  local key = ARGV[1] .. id
-  if redis.call('EXISTS', key) == 0 and redis.call('EXISTS', ARGV[2] .. id) == 0 then
-    redis.call('HSET', key, 'data', ARGV[i + 1], 'created', ARGV[i + 2],
-               'due', ARGV[i + 3], 'attempts', ARGV[i + 4])
-    if ARGV[i + 5] == '1' then redis.call('HSET', key, 'last_error', ARGV[i + 6]) end
-    redis.call('ZADD', KEYS[1], ARGV[i + 3], id)
-    redis.call('ZADD', KEYS[2], ARGV[i + 2], id)
+for r = 0, #ARGV / 7 - 1 do
+  local a, live = r * 7, KEYS[3 + 2 * r]
+  local id = ARGV[a + 1]
+  if redis.call('EXISTS', live, KEYS[4 + 2 * r]) == 0 then
+    redis.call('HSET', live, 'data', ARGV[a + 2], 'created', ARGV[a + 3],
+               'due', ARGV[a + 4], 'attempts', ARGV[a + 5])
+    if ARGV[a + 6] == '1' then redis.call('HSET', live, 'last_error', ARGV[a + 7]) end
+    redis.call('ZADD', KEYS[1], ARGV[a + 4], id)
+    redis.call('ZADD', KEYS[2], ARGV[a + 3], id)
     added[#added + 1] = id
   end
 end
 return added
 """
 
-# KEYS: due, created. ARGV: live prefix, ids...
+# KEYS: due, created, then per id its live key. ARGV: ids.
 # Takes back what an enqueue added when the replicas did not confirm it, unless
 # a flusher already claimed it.
 WITHDRAW = """
 local n = 0
-for i = 2, #ARGV do
-  local key = ARGV[1] .. ARGV[i]
+for i = 1, #ARGV do
+  local key = KEYS[2 + i]
   if redis.call('TYPE', key)['ok'] == 'hash' and redis.call('HEXISTS', key, 'token') == 0 then
     redis.call('DEL', key)
     redis.call('ZREM', KEYS[1], ARGV[i])
@@ -121,6 +106,8 @@ return n
 # KEYS: due, held, created, dead, lost.
 # ARGV: live prefix, dead prefix, lost prefix, now, limit, expires, token prefix,
 # lease, max clock skew.
+# The one script that builds keys (prefix .. id, for ids read from `due`): see
+# "Declared keys" above for why, and why it is safe on a Cluster.
 # Returns {claims, troubles}: a claim is {id, token, data, created, due, attempts,
 # last_error, created score, due score} (fields as stored, false when absent);
 # a trouble is {id, "lost"} or {id, "buried", key type}.
@@ -259,37 +246,36 @@ return 1
 """
 )
 
-# KEYS: dead. ARGV: dead prefix, now, then per record as ENQUEUE.
+# KEYS: dead, then per record its dead-letter key. ARGV: now, then per record as ENQUEUE.
 ADD_DEAD = """
-for i = 3, #ARGV, 7 do
-  local id = ARGV[i]
-  local key = ARGV[1] .. id
+for r = 0, (#ARGV - 1) / 7 - 1 do
+  local a, key = 1 + r * 7, KEYS[2 + r]
   local reason = ''
-  if ARGV[i + 5] == '1' then reason = ARGV[i + 6] end
+  if ARGV[a + 6] == '1' then reason = ARGV[a + 7] end
   redis.call('DEL', key)
-  redis.call('HSET', key, 'data', ARGV[i + 1], 'created', ARGV[i + 2], 'due', ARGV[i + 3],
-             'attempts', ARGV[i + 4], 'reason', reason, 'buried', ARGV[2])
-  if ARGV[i + 5] == '1' then redis.call('HSET', key, 'last_error', ARGV[i + 6]) end
-  redis.call('ZADD', KEYS[1], ARGV[2], id)
+  redis.call('HSET', key, 'data', ARGV[a + 2], 'created', ARGV[a + 3], 'due', ARGV[a + 4],
+             'attempts', ARGV[a + 5], 'reason', reason, 'buried', ARGV[1])
+  if ARGV[a + 6] == '1' then redis.call('HSET', key, 'last_error', ARGV[a + 7]) end
+  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[a + 1])
 end
 return 1
 """
 
-# KEYS: due, held, created, dead. ARGV: live prefix, dead prefix, now, ids...
+# KEYS: due, held, created, dead, then per id its live key and its dead-letter key.
+# ARGV: now, ids.
 # A dead letter whose id is queued again, or that is not a hash, stays where it is.
 REVIVE = """
 local n = 0
-for i = 4, #ARGV do
-  local id = ARGV[i]
-  local key = ARGV[1] .. id
-  if redis.call('TYPE', ARGV[2] .. id)['ok'] == 'hash' and redis.call('EXISTS', key) == 0 then
-    redis.call('RENAME', ARGV[2] .. id, key)
-    redis.call('HDEL', key, 'reason', 'buried', 'token', 'expires', 'server_expires')
-    redis.call('HSET', key, 'created', ARGV[3], 'due', ARGV[3], 'attempts', '0')
-    if redis.call('HEXISTS', key, 'data') == 0 then redis.call('HSET', key, 'data', '') end
-    redis.call('ZADD', KEYS[1], ARGV[3], id)
+for j = 1, #ARGV - 1 do
+  local id, live, dead = ARGV[1 + j], KEYS[3 + 2 * j], KEYS[4 + 2 * j]
+  if redis.call('TYPE', dead)['ok'] == 'hash' and redis.call('EXISTS', live) == 0 then
+    redis.call('RENAME', dead, live)
+    redis.call('HDEL', live, 'reason', 'buried', 'token', 'expires', 'server_expires')
+    redis.call('HSET', live, 'created', ARGV[1], 'due', ARGV[1], 'attempts', '0')
+    if redis.call('HEXISTS', live, 'data') == 0 then redis.call('HSET', live, 'data', '') end
+    redis.call('ZADD', KEYS[1], ARGV[1], id)
     redis.call('ZREM', KEYS[2], id)
-    redis.call('ZADD', KEYS[3], ARGV[3], id)
+    redis.call('ZADD', KEYS[3], ARGV[1], id)
     redis.call('ZREM', KEYS[4], id)
     n = n + 1
   end
@@ -297,68 +283,77 @@ end
 return n
 """
 
-# KEYS: dead, lost. ARGV: dead prefix, lost prefix, before, at most this many of each.
-# Returns {dead letters purged, loss reports purged}.
+# KEYS: an index (dead or lost), then per id its hash. ARGV: before, ids.
+# The ids were read from the index by an earlier call: one that left it, or
+# was buried again since, stays. Returns how many were purged.
 PURGE = """
-local counts = {}
-for k = 1, 2 do
-  local ids = redis.call('ZRANGEBYSCORE', KEYS[k], '-inf', '(' .. ARGV[3], 'LIMIT', 0, ARGV[4])
-  for _, id in ipairs(ids) do
-    redis.call('DEL', ARGV[k] .. id)
-    redis.call('ZREM', KEYS[k], id)
+local n = 0
+for i = 2, #ARGV do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score and tonumber(score) < tonumber(ARGV[1]) then
+    redis.call('DEL', KEYS[i])
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    n = n + 1
   end
-  counts[k] = #ids
 end
-return counts
+return n
 """
 
-# KEYS: dead, lost. ARGV: dead prefix, lost prefix, stop index (-1 for all).
-# Returns {dead letters, loss reports}, each oldest first, fields as stored
-# (false when absent, all false when the key is not a hash).
-DEAD_LETTERS = """
-local function read(zset, prefix, fields)
-  local out = {}
-  local ids = redis.call('ZRANGE', zset, 0, ARGV[3], 'WITHSCORES')
-  for i = 1, #ids, 2 do
-    local key = prefix .. ids[i]
+# KEYS: an index (dead or lost), then per id its hash.
+# ARGV: how many fields, the field names, then the ids (read from the index by
+# an earlier call, oldest first).
+# Returns a row per id still in the index: {id, score, fields as stored} (false
+# when absent, all false when the key is not a hash).
+READ_LETTERS = """
+local count = tonumber(ARGV[1])
+local fields = {unpack(ARGV, 2, count + 1)}
+local out = {}
+for i = count + 2, #ARGV do
+  local id, key = ARGV[i], KEYS[i - count]
+  local score = redis.call('ZSCORE', KEYS[1], id)
+  if score then
     local f = {}
     if redis.call('TYPE', key)['ok'] == 'hash' then
       f = redis.call('HMGET', key, unpack(fields))
     end
-    local row = {ids[i], ids[i + 1]}
-    for j = 1, #fields do row[#row + 1] = f[j] or false end
+    local row = {id, score}
+    for j = 1, count do row[#row + 1] = f[j] or false end
     out[#out + 1] = row
   end
-  return out
 end
-return {
-  read(KEYS[1], ARGV[1], {'data', 'created', 'due', 'attempts', 'last_error', 'reason'}),
-  read(KEYS[2], ARGV[2], {'created', 'due', 'reason'}),
-}
+return out
 """
 
-# KEYS: due, held, created, dead, lost. ARGV: live prefix, now, how many old
-# messages to look at, max clock skew.
+# KEYS: due, held, created, dead, lost, then the live key of each id in ARGV.
+# ARGV: now, how many old messages to look at, max clock skew, then the ids
+# whose lease had run out by the caller's clock when an earlier call read `held`.
 # Ready: due by now and not held. Held: in flight while the caller's clock or
-# the server's (within the skew) says its lease runs; stuck after that. The
+# the server's (within the skew) says its lease runs; stuck after that. An id
+# whose lease ran out by the caller's clock but was not in ARGV was claimed
+# after that read, so its lease runs by the server's clock: in flight. The
 # oldest ready one is found by walking `created` from the oldest; when more
-# than ARGV[3] older messages are held or scheduled, the walk stops and the
-# oldest created among the first ARGV[3] ready ones is reported instead, so
+# than ARGV[2] older messages are held or scheduled, the walk stops and the
+# oldest created among the first ARGV[2] ready ones is reported instead, so
 # the cost stays bounded (the documented approximation).
 STATS = """
 local t = redis.call('TIME')
 local server_now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local now = tonumber(ARGV[2])
-local cap = tonumber(ARGV[3])
-local skew = tonumber(ARGV[4])
-local due_by_now = redis.call('ZCOUNT', KEYS[1], '-inf', ARGV[2])
-local later = redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[2], '+inf')
-local held_later = redis.call('ZCOUNT', KEYS[2], '(' .. ARGV[2], '+inf')
-local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2])
+local now = tonumber(ARGV[1])
+local cap = tonumber(ARGV[2])
+local skew = tonumber(ARGV[3])
+local key_of = {}
+for i = 4, #ARGV do key_of[ARGV[i]] = KEYS[i + 2] end
+local due_by_now = redis.call('ZCOUNT', KEYS[1], '-inf', ARGV[1])
+local later = redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[1], '+inf')
+local held_later = redis.call('ZCOUNT', KEYS[2], '(' .. ARGV[1], '+inf')
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
 local held_by_server, stuck = 0, 0
 for _, id in ipairs(expired) do
-  local until_ = redis.pcall('HGET', ARGV[1] .. id, 'server_expires')
-  until_ = type(until_) == 'string' and tonumber(until_)
+  local until_ = math.huge
+  if key_of[id] then
+    until_ = redis.pcall('HGET', key_of[id], 'server_expires')
+    until_ = type(until_) == 'string' and tonumber(until_)
+  end
   if until_ and server_now < until_ - skew then
     held_by_server = held_by_server + 1
   else
@@ -381,7 +376,7 @@ if ready > 0 then
   end
   if not oldest then
     local best = nil
-    for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, cap)) do
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, cap)) do
       local created = redis.call('ZSCORE', KEYS[3], id)
       if created and is_ready(id) and (best == nil or tonumber(created) < tonumber(best)) then
         best = created
@@ -407,7 +402,7 @@ SCRIPTS: dict[str, tuple[str, str]] = {
     "add_dead": ("allow-oom", ADD_DEAD),
     "revive": ("allow-oom", REVIVE),
     "purge": ("allow-oom", PURGE),
-    "dead_letters": ("no-writes", DEAD_LETTERS),
+    "read_letters": ("no-writes", READ_LETTERS),
     "stats": ("no-writes", STATS),
 }
 
