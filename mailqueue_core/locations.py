@@ -146,14 +146,12 @@ def redact_value(value: Any) -> Any:
     return value
 
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
 def parse_bool(value: object, name: str) -> bool:
-    """A boolean option given as a bool or as text (from a URL query)."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
-        return value.lower() in _TRUE
-    raise ConfigurationError(f"option {name!r} must be true or false, got {value!r}")
+    """A boolean given as a bool or as text, read as every declared option is
+    (:data:`mailqueue_core.options.BOOLEAN`: the empty string is not a boolean)."""
+    from mailqueue_core.options import BOOLEAN
+
+    try:
+        return bool(BOOLEAN.parse(value))
+    except ValueError as exc:
+        raise ConfigurationError(f"option {name!r} {exc}, got {value!r}") from None

@@ -190,6 +190,13 @@ def split_query(location: str, what: str) -> tuple[str, dict[str, str]]:
     # Cut at the "?" rather than rebuild with urlunsplit, which turns an empty
     # host into no host for schemes it does not know (sqlite:////abs -> sqlite://abs).
     bare, _, text = location.partition("?")
+    first = text.split("&", 1)[0].split("=", 1)[0]
+    if "@" in first or "/" in first:
+        # "redis://u:pw?x@host": a "?" in the password, not a query; never echo it.
+        raise ConfigurationError(
+            f"{what}: the URL's user or password holds a '?': percent-encode it "
+            "(urllib.parse.quote(password, safe='')) or give it in OPTIONS"
+        )
     query: dict[str, str] = {}
     for key, value in parse_qsl(text, keep_blank_values=True):
         if key in query:

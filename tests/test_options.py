@@ -118,6 +118,10 @@ def test_split_query() -> None:
         {"x": "1"},
     )
     assert split_query("memory://", "memory store") == ("memory://", {})
+    with pytest.raises(ConfigurationError, match=r"holds a '\?'") as caught:
+        split_query("redis://u:pw?s3cret@host:6379/0", "redis store")
+    assert "s3cret" not in str(caught.value)
+    assert split_query("redis://h/0?client_name=a@b", "redis store")[1] == {"client_name": "a@b"}
     with pytest.raises(ConfigurationError, match="gives 'a' more than once"):
         split_query("redis://h?a=1&a=2", "redis store")
 
