@@ -17,8 +17,9 @@ from mailqueue_core.errors import (
     StoreUnavailable,
     TransientError,
 )
-from mailqueue_core.flusher import Flusher, FlushListener
+from mailqueue_core.flusher import Flusher, FlushListener, Listeners
 from mailqueue_core.policy import RetryPolicy
+from mailqueue_core.ratelimit import LocalLimits, RateLimit, RateLimiter
 from mailqueue_core.store import Record
 from mailqueue_core.transport import Delivery
 from mailqueue_stores.memory import MemoryStore
@@ -305,7 +306,8 @@ def test_listener_hears_every_outcome(store, clock):
             raise PermanentError("550")
         return Delivery()
 
-    flusher(store, ScriptedTransport(script), clock, listener=Listener()).flush()
+    listener = Listeners(Listener(), FlushListener())  # several, heard as one
+    flusher(store, ScriptedTransport(script), clock, listener=listener).flush()
     assert sorted(heard) == sorted([("sent", a.id), ("deferred", b.id), ("buried", c.id)])
 
 
@@ -375,3 +377,64 @@ def test_threaded_ack_failure_stops_before_the_next_send(clock):
     with pytest.raises(StoreUnavailable):
         flusher(store, transport, clock).flush()
     assert len(transport.sent) == 1
+
+
+def test_a_stop_while_waiting_for_a_token_gives_the_batch_back_and_ends_the_run(
+    store, clock, caplog
+):
+    store.enqueue([record(created=clock.now) for _ in range(3)])
+    stop = threading.Event()
+    limiter = RateLimiter(RateLimit.from_settings({"MESSAGES": "1/m"}), LocalLimits(), clock)
+
+    class Stopping(ScriptedTransport):
+        def prepare(self, message):
+            if self.sent:
+                stop.set()  # SIGTERM while the second message waits a minute for its token
+
+    transport = Stopping()
+    result = flusher(store, transport, clock, limiter=limiter).flush(stop=stop)
+    assert (result.sent, len(transport.attempts)) == (1, 1)
+    stats = store.stats(clock.now)
+    assert (stats.ready, stats.in_flight) == (2, 0)
+    assert not any("back" in m for m in caplog.messages)  # a stop is no news
+
+
+def test_a_store_that_cannot_take_the_batch_back_fails_the_flush(clock):
+    class NoRelease(MemoryStore):
+        def release(self, claim):
+            raise StoreUnavailable("connection reset")
+
+    store = NoRelease(f"memory://{uuid.uuid4().hex}")
+    store.enqueue([record(created=clock.now) for _ in range(3)])
+    stop = threading.Event()
+
+    def stopping(message):
+        stop.set()
+        return Delivery()
+
+    transport = ScriptedTransport(stopping)
+    with pytest.raises(StoreUnavailable):
+        flusher(store, transport, clock).flush(stop=stop)
+    stats = store.stats(clock.now)
+    assert (len(transport.sent), stats.ready, stats.in_flight) == (1, 0, 2)  # back by lease
+
+
+def test_a_delivery_refusing_every_recipient_splits_them_all_off_and_sends_nothing(store, clock):
+    heard = []
+
+    class Listener(FlushListener):
+        def sent(self, message_id, message, delivery):
+            heard.append(message_id)
+
+    store.enqueue([record("later@x.com", "never@x.com", created=clock.now)])
+    refused = {
+        "later@x.com": TransientError("452 4.2.2 mailbox full", code=452),
+        "never@x.com": PermanentError("550 5.1.1 unknown", code=550),
+    }
+    transport = ScriptedTransport(lambda message: Delivery(refused=refused))
+    result = flusher(store, transport, clock, listener=Listener()).flush()
+    assert (result.sent, result.deferred, result.buried) == (0, 1, 1)
+    assert heard == []
+    (letter,) = store.dead_letters()
+    assert codec.decode(letter.record).recipients == ["never@x.com"]
+    assert store.stats(clock.now + 60).ready == 1

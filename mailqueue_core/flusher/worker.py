@@ -1,0 +1,186 @@
+"""The flusher as one worker: its settings, one flush, and the service that repeats it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from mailqueue_core.errors import ConfigurationError, StoreError
+from mailqueue_core.flusher.results import FlushListener, FlushResult
+from mailqueue_core.flusher.run import FlushRun
+from mailqueue_core.policy import RetryPolicy
+from mailqueue_core.ratelimit import RateLimiter
+from mailqueue_core.store import Store
+from mailqueue_core.text import get_logger
+from mailqueue_core.transport import Transport
+
+__all__ = ["MAX_BACKOFF", "Flusher"]
+
+logger = get_logger("mailqueue.flusher")
+
+#: The longest wait between two tries of a service whose store keeps failing.
+MAX_BACKOFF = 60.0
+
+
+class Flusher:
+    """Delivers due messages from ``store`` through ``transport``.
+
+    ``clock`` is injected so that a 24-hour policy can be tested in
+    milliseconds. One Flusher is one worker: it holds at most one message in
+    hand at a time. ``verify_every``: seconds (on ``clock``) between two
+    checks of the store with :meth:`Store.verify`; the first is made when the
+    flusher starts.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        transport: Transport,
+        *,
+        policy: RetryPolicy | None = None,
+        batch_size: int = 100,
+        lease: float = 300.0,
+        clock: Callable[[], float] = time.time,
+        listener: FlushListener | None = None,
+        limiter: RateLimiter | None = None,
+        verify_every: float = 60.0,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if lease <= 0:
+            raise ValueError("lease must be positive")
+        self.store = store
+        self.transport = transport
+        self.policy = policy or RetryPolicy()
+        self.batch_size = batch_size
+        self.lease = lease
+        self.clock = clock
+        self.listener = listener or FlushListener()
+        self.limiter = limiter
+        self.verify_every = verify_every
+        self._verified: float | None = None
+        # Stop sending a claim this long before its lease runs out, so that a
+        # send in progress cannot overlap another flusher's claim.
+        self.margin = min(lease / 5, 60.0)
+
+    # -- checking the store ----------------------------------------------------------
+
+    def verify(self) -> None:
+        """Check that the store can keep its promises (:meth:`Store.verify`).
+
+        Raises :class:`~mailqueue_core.errors.ConfigurationError` when it
+        cannot (the flusher must not go on) and
+        :class:`~mailqueue_core.errors.StoreUnavailable` when it cannot be
+        reached.
+        """
+        self.store.verify()
+        self._verified = self.clock()
+
+    def verify_if_due(self) -> None:
+        """:meth:`verify`, when ``verify_every`` seconds passed since the last check."""
+        now = self.clock()
+        last = self._verified
+        # A clock that went back also calls for a check: its interval is unknown.
+        if last is None or not last <= now < last + self.verify_every:
+            self.verify()
+
+    # -- the loop ---------------------------------------------------------------
+
+    def flush(
+        self,
+        *,
+        limit: int | None = None,
+        time_limit: float | None = None,
+        stop: threading.Event | None = None,
+        start_over: threading.Event | None = None,
+    ) -> FlushResult:
+        """Deliver what is due now, until the queue has nothing due, ``limit``
+        messages were handled, ``time_limit`` seconds passed, or ``stop`` is set.
+
+        ``start_over`` (set by SIGHUP in the commands): the message in hand is
+        finished, the rest of the batch is given back, the store is verified
+        again and the flush goes on with a fresh claim; the event is cleared.
+
+        Raises :class:`~mailqueue_core.errors.StoreUnavailable` when the store
+        fails (what was done until then is done, and the claims not sent are
+        given back when the store still answers), and
+        :class:`~mailqueue_core.errors.ConfigurationError` when
+        :meth:`verify` finds the store unfit.
+        """
+        return FlushRun(
+            self,
+            stop=stop or threading.Event(),
+            start_over=start_over or threading.Event(),
+            limit=limit,
+            time_limit=time_limit,
+        ).execute()
+
+    def run(
+        self,
+        stop: threading.Event,
+        *,
+        interval: float = 5.0,
+        on_result: Callable[[FlushResult], None] | None = None,
+        start_over: threading.Event | None = None,
+        max_backoff: float = MAX_BACKOFF,
+    ) -> FlushResult:
+        """Flush again and again, ``interval`` seconds apart, until ``stop`` is set
+        (a service).
+
+        A failing store does not end it: the failure is logged and the next
+        try waits ``interval``, then twice as long, and so on up to
+        ``max_backoff``; the first run that works again says so. Only a
+        :class:`~mailqueue_core.errors.ConfigurationError` from :meth:`verify`
+        ends it early (raised): a store found unfit must not be used on.
+        """
+        total = FlushResult()
+        start = time.monotonic()
+        failures = 0
+        while not stop.is_set():
+            current = FlushRun(self, stop=stop, start_over=start_over or threading.Event())
+            wait = interval
+            try:
+                current.execute()
+            except ConfigurationError:
+                raise
+            except Exception as exc:
+                failures += 1
+                wait = min(interval * 2 ** min(failures - 1, 30), max(max_backoff, interval))
+                _report_failure(exc, failures, wait)
+            else:
+                _report_recovery(failures)
+                failures = 0
+            result = current.result
+            total.add(result)
+            if on_result is not None and (result.sent or result.deferred or result.buried):
+                on_result(result)
+            stop.wait(wait)
+        total.elapsed = time.monotonic() - start
+        return total
+
+
+def _report_failure(exc: Exception, failures: int, wait: float) -> None:
+    if isinstance(exc, StoreError):
+        logger.error(
+            "the store failed (%s: %s); trying again in %g s (failure %d in a row)",
+            type(exc).__name__,
+            exc,
+            wait,
+            failures,
+        )
+    else:
+        logger.exception(
+            "the flusher failed unexpectedly; trying again in %g s (failure %d in a row)",
+            wait,
+            failures,
+        )
+
+
+def _report_recovery(failures: int) -> None:
+    if failures:
+        logger.warning(
+            "the store answers again, after %d failed tr%s",
+            failures,
+            "y" if failures == 1 else "ies",
+        )
