@@ -10,7 +10,6 @@ not there. On one server and on two (where a message's items share a server).
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable
 
@@ -20,8 +19,8 @@ from pymemcache.client.base import Client
 from mailqueue_core.store import Claim, Stats
 from mailqueue_core.testing.contract import LEASE, make_record
 from mailqueue_stores.memcached import MemcachedStore
-from mailqueue_stores.memcached_layout import Keys
-from tests.servers.memcached import raw_item
+from mailqueue_stores.memcached.keys import Keys
+from tests.servers.memcached import FAR_CLOCK, raw_item
 
 
 @pytest.fixture(params=["one server", "two servers"])
@@ -36,8 +35,8 @@ def store(request, memcached_server, memcached_pair):
 
 
 @pytest.fixture
-def now() -> float:
-    return float(int(time.time()))
+def now(no_wall_clock) -> float:
+    return FAR_CLOCK
 
 
 def _header(store: MemcachedStore, mid: str) -> tuple[Client, str, bytes]:

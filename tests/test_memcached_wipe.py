@@ -29,10 +29,11 @@ from mailqueue_core.plugins import make_store
 from mailqueue_core.testing.contract import LEASE as CLAIM_LEASE
 from mailqueue_core.testing.contract import make_record
 from mailqueue_stores.memcached import MemcachedStore
-from mailqueue_stores.memcached_layout import Keys
+from mailqueue_stores.memcached.keys import Keys
 from mailqueue_transports.smtp import SMTPTransport
 from tests.drills import delivered_counts, finish, start_flushers
 from tests.helpers import record
+from tests.servers.memcached import FAR_CLOCK
 
 LEASE = 300.0
 MESSAGES = int(os.environ.get("MAILQUEUE_WIPE_DRILL_MESSAGES", "240"))
@@ -105,8 +106,8 @@ def test_a_server_restarted_empty_is_reported_exactly(memcached_server_factory, 
 
 
 @pytest.fixture
-def now() -> float:
-    return float(int(time.time()))
+def now(no_wall_clock) -> float:
+    return FAR_CLOCK
 
 
 @pytest.fixture

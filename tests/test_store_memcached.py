@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
-import time
 import uuid
 
 import pytest
@@ -23,11 +23,11 @@ from mailqueue_core.store import Store
 from mailqueue_core.testing import Damage, StoreContract, run_store_model
 from mailqueue_core.testing.contract import LEASE, make_record
 from mailqueue_stores.memcached import MemcachedStore
-from mailqueue_stores.memcached_client import MemcachedClient
-from mailqueue_stores.memcached_config import DEFAULT_MAX_ITEM_SIZE, parse
-from mailqueue_stores.memcached_layout import Keys
-from mailqueue_stores.memcached_ring import Rings
-from tests.servers.memcached import free_port, raw_item
+from mailqueue_stores.memcached.client import MemcachedClient
+from mailqueue_stores.memcached.keys import Keys
+from mailqueue_stores.memcached.options import DEFAULT_MAX_ITEM_SIZE, read
+from mailqueue_stores.memcached.rings import Rings
+from tests.servers.memcached import FAR_CLOCK, free_port, raw_item
 
 
 def fresh_namespace() -> str:
@@ -35,8 +35,8 @@ def fresh_namespace() -> str:
 
 
 @pytest.fixture
-def now() -> float:
-    return float(int(time.time()))
+def now(no_wall_clock) -> float:
+    return FAR_CLOCK
 
 
 @pytest.fixture
@@ -95,8 +95,14 @@ class TestMemcachedStore(StoreContract):
 
 
 class TestMemcachedStoreOnTwoServers(StoreContract):
+    """On two servers, and on a clock far from the wall clock: the store reads none."""
+
     def damage(self, store: Store, record_id: str, how: Damage) -> None:
         damage_through_the_server(store, record_id, how)
+
+    @pytest.fixture
+    def now(self, no_wall_clock) -> float:
+        return FAR_CLOCK
 
     @pytest.fixture
     def store(self, memcached_pair):
@@ -121,27 +127,37 @@ def test_memcached_store_model_on_two_servers(memcached_pair):
 
 
 def test_url_with_several_servers_and_query_options() -> None:
-    s = parse("memcached://h1:1,h2,[::1]:3?namespace=site&timeout=2.5", {})
+    s = read("memcached://h1:1,h2,[::1]:3?namespace=site&timeout=2.5", {})
     assert s.servers == [("h1", 1), ("h2", 11211), ("::1", 3)]
-    assert (s.namespace, s.timeout, s.connect_timeout) == ("site", 2.5, None)
-    assert s.max_item_size == DEFAULT_MAX_ITEM_SIZE
+    assert (s.namespace, s.options.timeout, s.options.connect_timeout) == ("site", 2.5, None)
+    assert s.options.max_item_size == DEFAULT_MAX_ITEM_SIZE
 
 
-def test_keyword_options_win_over_the_query() -> None:
-    s = parse("memcached://h:1?namespace=a", {"namespace": "b", "max_item_size": "4000"})
-    assert (s.namespace, s.max_item_size) == ("b", 4000)
+def test_query_and_keyword_options_merge_through_the_one_parser() -> None:
+    s = read("memcached://h:1?namespace=a", {"max_item_size": "4000", "timeout": 1})
+    assert (s.namespace, s.options.max_item_size, s.options.timeout) == ("a", 4000, 1.0)
+    # A keyword option wins, so a store can be rebuilt from its location in another namespace.
+    assert read("memcached://h:1?namespace=a&timeout=2", {"namespace": "b"}).namespace == "b"
 
 
 @pytest.mark.parametrize("servers", [["h1:1", "h2:2"], "h1:1,h2:2", ("h1:1", "h2:2")])
 def test_servers_option(servers: object) -> None:
-    assert parse("memcached://", {"servers": servers}).servers == [("h1", 1), ("h2", 2)]
+    assert read("memcached://", {"servers": servers}).servers == [("h1", 1), ("h2", 2)]
+    assert read("memcached://?servers=h1:1,h2:2", {}).servers == [("h1", 1), ("h2", 2)]
 
 
 @pytest.mark.parametrize(
     ("location", "options", "complaint"),
     [
-        ("memcached://h:1", {"pool": 3}, "unknown memcached store options: pool"),
-        ("memcached://h:1?colour=red", {}, "colour"),
+        (
+            "memcached://h:1",
+            {"pool": 3},
+            "unknown option 'pool' in the OPTIONS; valid options: connect_timeout, "
+            "max_item_size, namespace, servers, timeout",
+        ),
+        ("memcached://h:1", {"timout": 3}, "did you mean 'timeout'?"),
+        ("memcached://h:1?colour=red", {}, "unknown option 'colour' in the URL"),
+        ("memcached://h:1?timeout=1&timeout=2", {}, "gives 'timeout' more than once"),
         ("redis://h:1", {}, "memcached://"),
         ("memcached://h:99999", {}, "bad port"),
         ("memcached://h:port", {}, "bad port"),
@@ -154,14 +170,17 @@ def test_servers_option(servers: object) -> None:
         ("memcached://h:1", {"servers": ["h2:1"]}, "not both"),
         ("memcached://", {"servers": []}, "list of 'host:port'"),
         ("memcached://", {"servers": 7}, "list of 'host:port'"),
-        ("memcached://h:1", {"timeout": -1}, "positive"),
+        ("memcached://?servers=", {}, "list of 'host:port'"),
+        ("memcached://h:1", {"timeout": -1}, "seconds >= 0"),
+        ("memcached://h:1?connect_timeout=0", {}, "seconds > 0"),
         ("memcached://h:1", {"timeout": "soon"}, "must be a number"),
         ("memcached://h:1", {"max_item_size": True}, "must be a number"),
+        ("memcached://h:1?max_item_size=0", {}, "whole number >= 1"),
         ("memcached://h:1", {"namespace": ""}, "non-empty"),
     ],
 )
 def test_bad_configuration_is_named(location: str, options: dict, complaint: str) -> None:
-    with pytest.raises(ConfigurationError, match=complaint.replace("(", r"\(")):
+    with pytest.raises(ConfigurationError, match=re.escape(complaint)):
         MemcachedStore(location, **options)
 
 
@@ -201,8 +220,12 @@ def test_missing_pymemcache_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_closed_port_is_store_unavailable(connect, now: float) -> None:
-    s = connect(f"memcached://127.0.0.1:{free_port()}", connect_timeout=1, timeout=1)
+    url = f"memcached://127.0.0.1:{free_port()}"
+    s = connect(url, connect_timeout=1, timeout=1)
+    s.enqueue([])  # nothing to write: no server is asked
+    fresh = connect(url, connect_timeout=1, timeout=1)  # never given a time: asks the clock
     for call in (
+        fresh.dead_letters,
         lambda: s.enqueue([make_record(now)]),
         lambda: s.fetch_due(now, 10, LEASE),
         lambda: s.stats(now),
@@ -240,6 +263,28 @@ def test_several_servers_share_the_work(connect, memcached_server_factory, now) 
     for claim in got:
         s.ack(claim)
     assert s.stats(now).in_flight == 0
+
+
+# -- time: the caller's --------------------------------------------------------------
+
+
+def test_a_record_created_long_ago_is_indexed_as_of_now(connect, memcached_server, now) -> None:
+    """A message moved in from the fallback store hours after it was queued is still found.
+
+    Its ``created`` is hours old, but a write is never indexed behind the low
+    cursor as read (a fresh process) nor before the latest time a store was given.
+    """
+    namespace = fresh_namespace()
+    flusher = connect(memcached_server.url, namespace=namespace)
+    flusher.enqueue([make_record(now)])
+    (claim,) = flusher.fetch_due(now, 10, LEASE)
+    flusher.ack(claim)
+    assert flusher.stats(now).ready == 0  # the walk moved the low cursor up to now
+    mover = connect(memcached_server.url, namespace=namespace)
+    old, older = make_record(now - 6 * 3600), make_record(now - 7 * 3600)
+    mover.enqueue([old])
+    flusher.enqueue([older])
+    assert {c.id for c in flusher.fetch_due(now, 10, LEASE)} == {old.id, older.id}
 
 
 # -- keys and namespaces --------------------------------------------------------------

@@ -5,7 +5,7 @@ pymemcache or socket error becomes a mailqueue error here and nowhere else
 (:meth:`MemcachedClient._call`).
 
 The store keeps one client per server and decides itself which server holds
-what (see :mod:`mailqueue_stores.memcached_shard`). pymemcache's ``HashClient``
+what (see :mod:`mailqueue_stores.memcached.shard`). pymemcache's ``HashClient``
 is not used: while a server is failing it answers reads with "not found" and
 writes with "not stored" instead of raising, then moves that server's keys to
 the others. For a queue both are wrong: a missing item would read as a lost
@@ -16,6 +16,7 @@ keys never move.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -42,6 +43,14 @@ def import_pymemcache() -> Any:
 def server_name(host: str, port: int) -> str:
     """``host:port``, an IPv6 address in brackets: how servers are named and placed."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Versioned:
+    """An item's value and its cas token, for a write guarded by :meth:`MemcachedClient.cas`."""
+
+    value: bytes
+    cas: bytes
 
 
 class MemcachedClient:
@@ -111,14 +120,20 @@ class MemcachedClient:
             return {}
         return self._call(lambda c: c.get_many(wanted))
 
-    def gets_many(self, keys: Iterable[str]) -> dict[str, tuple[bytes, bytes]]:
+    def gets_many(self, keys: Iterable[str]) -> dict[str, Versioned]:
         wanted = list(keys)
         if not wanted:
             return {}
-        return self._call(lambda c: c.gets_many(wanted))
+        found = self._call(lambda c: c.gets_many(wanted))
+        return {key: Versioned(value, cas) for key, (value, cas) in found.items()}
 
-    def gets(self, key: str) -> tuple[bytes | None, bytes | None]:
-        return self._call(lambda c: c.gets(key))
+    def gets(self, key: str) -> Versioned | None:
+        value, cas = self._call(lambda c: c.gets(key))
+        return None if value is None else Versioned(value, cas)
+
+    def clock(self) -> float:
+        """The server's clock, in whole seconds (memcached's ``stats``)."""
+        return float(self._call(lambda c: c.stats())[b"time"])
 
     def exists(self, key: str) -> bool:
         # touch answers found / not found without sending the value back; the
@@ -137,9 +152,10 @@ class MemcachedClient:
         if failed:
             raise StoreUnavailable(f"memcached {self.server} did not store {len(failed)} items")
 
-    def cas(self, key: str, value: bytes, token: bytes) -> bool:
-        # False when the item changed since it was read, None when it is gone.
-        return bool(self._call(lambda c: c.cas(key, value, token, noreply=False)))
+    def cas(self, key: str, value: bytes, seen: Versioned) -> bool:
+        """Write ``value`` only if the item is unchanged since it was read as ``seen``."""
+        # pymemcache answers False when the item changed, None when it is gone.
+        return bool(self._call(lambda c: c.cas(key, value, seen.cas, noreply=False)))
 
     def counter(self, key: str, delta: int) -> int:
         """Add ``delta`` (>= 0) to a counter, creating it at 0 when missing; the new value."""

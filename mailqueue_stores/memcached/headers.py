@@ -1,317 +1,358 @@
-"""Where the memcached store keeps what: item keys, due-time buckets, item values.
+"""A message's headers in memcached: typed values that own their encoding and their rules.
 
-Every key starts with ``mq:<namespace>:`` so two namespaces never share an item.
-A namespace or id that is not plain ``[A-Za-z0-9_.-]`` (at most 64 characters)
-is replaced by ``~`` and a SHA-256 prefix, so every key is printable ASCII
-without spaces and far below memcached's 250-byte limit; ``~`` cannot occur in
-a plain part, so a hashed part never collides with a plain one.
+A queued message's header (``m:<id>``, :class:`QueuedHeader`) and a dead
+letter's (``z:<id>``, :class:`DeadHeader`) hold everything but the message's
+data: its facts (:class:`Header`), where it is indexed, and for a queued one
+the claim that holds it. Every change of state is a ``cas`` on the header, so
+of two clients acting on one message exactly one wins; the methods here say
+what each change makes of a header, and the store only writes the result.
 
-Every item of a message lives on its home server (see
-:mod:`mailqueue_stores.memcached_shard`); each server holds these items for
-the messages it is home to (see ``docs/stores/memcached.rst`` for the design):
-
-``epoch``            marker whose disappearance means the server was emptied
-``live``             count of queued messages (one server only: what a wipe took)
-``low`` / ``top``    lowest bucket that may hold live pointers / highest bucket used
-``t:<ring>``         tail counter of a ring: slots handed out so far (``incr``)
-``h:<ring>``         head of a ring: every slot at or below it is finished
-``p:<ring>:<n>``     slot ``n`` of a ring: a message id (time buckets, dead ring,
-                     journal rings) or a loss report (lost ring)
-``m:<id>``           header of a queued message (JSON, changed only by ``cas``)
-``z:<id>``           header of a dead letter
-``d:<id>:<gen>``     the record's data, written once; ``gen`` tells incarnations apart
-
-and, as the witness of another server ``S`` (several servers only):
-
-``jk:<S>``           the epochs of ``S`` whose journal rings are kept here
-``p:j<S>.<epoch>:<n>``  journal: the id of every message ``S`` holds, per epoch of ``S``
-``s:<id>``           a message of ``S`` delivered while ``S`` could not be told
-``l:<id>``           this id was reported lost (so it is reported once)
+A header is written only by this store, but memcached is shared: an operator,
+another program or a bug can delete, cut short or overwrite it. The claim path
+must not stop on that, so :meth:`Header.read` never raises: a header that
+cannot be read whole comes back ``broken``, with what could be read,
+placeholders for the rest and ``damage`` saying what is wrong, so that the
+claim path hands it out for burial or reports it lost. :meth:`Header.whole`
+is for the paths that act on a header only when it is whole.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
-import re
+import dataclasses
+import enum
 import secrets
 import zlib
-from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from mailqueue_core.store import Record
-from mailqueue_core.text import printable
+from mailqueue_stores.memcached.buckets import start_of
+from mailqueue_stores.memcached.codec import (
+    Parsed,
+    Stored,
+    count,
+    count_or_none,
+    decode_or_none,
+    dumps,
+    number,
+    ring_name,
+    shown,
+    stored,
+    text,
+    text_or_none,
+)
+from mailqueue_stores.memcached.keys import Keys, Ring
+from mailqueue_stores.memcached.rings import Slot
 
-#: Seconds of due time per bucket ring.
-BUCKET_WIDTH = 10.0
-#: Writers never index into a bucket older than ``wall clock - GRACE / 2``, and
-#: the low cursor never passes ``wall clock - GRACE``: a write that takes less than
-#: half the grace (with clocks in sync) cannot land behind the cursor.
-GRACE = 120.0
-DEAD_RING = "x"
-LOST_RING = "y"
-
-_PLAIN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-
-
-def key_part(text: str) -> str:
-    if _PLAIN.fullmatch(text):
-        return text
-    return "~" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
-
-
-def bucket_of(t: float) -> int:
-    return int(t // BUCKET_WIDTH)
+H = TypeVar("H", bound="Header")
 
 
-def place(due: float, wall: float) -> int:
-    """The bucket a message due at ``due`` is indexed in, written at ``wall``."""
-    return max(bucket_of(due), bucket_of(wall - GRACE / 2))
-
-
-def lowest_open_bucket(wall: float) -> int:
-    """The low cursor may not pass this bucket: writers may still add to it."""
-    return bucket_of(wall - GRACE)
-
-
-class Keys:
-    def __init__(self, namespace: str) -> None:
-        p = f"mq:{key_part(namespace)}:"
-        self.prefix = p
-        self.epoch = p + "epoch"
-        self.live = p + "live"
-        self.low = p + "low"
-        self.top = p + "top"
-
-    def tail(self, ring: int | str) -> str:
-        return f"{self.prefix}t:{ring}"
-
-    def head(self, ring: int | str) -> str:
-        return f"{self.prefix}h:{ring}"
-
-    def slot(self, ring: int | str, n: int) -> str:
-        return f"{self.prefix}p:{ring}:{n}"
-
-    def header(self, mid: str) -> str:
-        return f"{self.prefix}m:{key_part(mid)}"
-
-    def dead(self, mid: str) -> str:
-        return f"{self.prefix}z:{key_part(mid)}"
-
-    def data(self, mid: str, gen: str) -> str:
-        return f"{self.prefix}d:{key_part(mid)}:{gen}"
-
-    def wipe(self, server: str, token: str) -> str:
-        return f"{self.prefix}w:{key_part(server)}:{token}"
-
-    def journal_ring(self, server: str, epoch: str) -> str:
-        return f"j{key_part(server)}.{key_part(epoch)}"
-
-    def journals(self, server: str) -> str:
-        return f"{self.prefix}jk:{key_part(server)}"
-
-    def sent(self, mid: str) -> str:
-        return f"{self.prefix}s:{key_part(mid)}"
-
-    def reported(self, mid: str) -> str:
-        return f"{self.prefix}l:{key_part(mid)}"
+def new_token() -> str:
+    """A fresh claim token: a later claim on the same message never has the same one."""
+    return secrets.token_hex(16)
 
 
 def new_gen() -> str:
+    """A fresh generation: the data item of each incarnation of a message is apart."""
     return secrets.token_hex(6)
-
-
-def encode(value: Mapping[str, Any]) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
-
-
-def decode_or_none(raw: bytes | None) -> Any:
-    """The JSON value of an item, or None when it is gone or not JSON."""
-    if raw is None:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
-
-
-def as_int(raw: bytes | None, default: int) -> int:
-    """A counter or cursor item's value; ``default`` when it is gone or not a number."""
-    try:
-        return default if raw is None else int(raw)
-    except ValueError:
-        return default
 
 
 def checksum(data: bytes) -> int:
     return zlib.crc32(data)
 
 
-def header_for(record: Record, slot: str, gen: str, journal: str | None = None) -> dict[str, Any]:
-    """A queued message's header: everything but the data, plus its claim state."""
-    return {
-        "id": record.id,
-        "created": record.created,
-        "due": record.due,
-        "attempts": record.attempts,
-        "err": record.last_error,
-        "size": len(record.data),
-        "sum": checksum(record.data),
-        "gen": gen,
-        "ptr": slot,  # the one slot that indexes this message
-        "pend": None,  # a slot being written by a requeue in progress
-        "tok": None,
-        "exp": 0.0,
-        "j": journal,  # its journal slot on the witness server
-    }
+class State(enum.Enum):
+    """Where a queued message stands at ``now`` (see :class:`mailqueue_core.store.Stats`)."""
+
+    READY = "ready"
+    SCHEDULED = "scheduled"
+    IN_FLIGHT = "in_flight"
+    STUCK = "stuck"
 
 
-def record_from(header: Mapping[str, Any], data: bytes, damage: str | None = None) -> Record:
-    return Record(
-        id=header["id"],
-        data=data,
-        created=header["created"],
-        due=header["due"],
-        attempts=header["attempts"],
-        last_error=header["err"],
-        damage=damage or header.get("damage"),
-    )
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Header(Stored):
+    """What the store knows of a message beside its data: the facts both headers share."""
+
+    called: ClassVar[str] = "its header"
+
+    id: str = stored("id", text)
+    created: float = stored("created", number)
+    due: float = stored("due", number)
+    attempts: int = stored("attempts", count)
+    error: str | None = stored("err", text_or_none)
+    size: int | None = stored("size", count_or_none)
+    """The data's length; None when not known (read from a damaged header)."""
+    checksum: int | None = stored("sum", count_or_none, required=False)
+    gen: str = stored("gen", text)
+    """Names the data item (``d:<id>:<gen>``); ``""`` when it could not be read."""
+    journal: str | None = stored("j", text_or_none, required=False)
+    """Its slot in its server's journal on the witness (several servers only)."""
+    damage: str | None = stored("damage", text_or_none, required=False)
+    """What is wrong with the record: kept in a claimed damaged header, so it
+    stays the same when the claim runs out and the record is handed out again."""
+    broken: bool = dataclasses.field(default=False, compare=False)
+    """Read from an item that is not whole: the fields it lacked are placeholders,
+    and nothing it says about its claim can be trusted. Never stored."""
+
+    @classmethod
+    def of_record(cls, record: Record, gen: str, journal: str | None) -> Header:
+        return Header(
+            id=record.id,
+            created=record.created,
+            due=record.due,
+            attempts=record.attempts,
+            error=record.last_error,
+            size=len(record.data),
+            checksum=checksum(record.data),
+            gen=gen,
+            journal=journal,
+        )
+
+    def facts(self) -> dict[str, Any]:
+        """The shared facts, to build another kind of header from."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(Header)
+            if f.name not in ("damage", "broken")
+        }
+
+    def in_journal(self: H, slot: str) -> H:
+        return dataclasses.replace(self, journal=slot)
+
+    # -- reading -------------------------------------------------------------------
+
+    @classmethod
+    def _parse_of(cls, raw: bytes, mid: str) -> Parsed:
+        parsed = cls.parse(raw)
+        named = parsed.fields.get("id")
+        if named is not None and named != mid:
+            parsed.problems.append(f"its header names another message ({shown(named)})")
+        parsed.fields["id"] = mid
+        return parsed
+
+    @classmethod
+    def whole(cls: type[H], raw: bytes, mid: str) -> H | None:
+        """The header of ``mid`` stored as ``raw`` when it is whole; None otherwise."""
+        parsed = cls._parse_of(raw, mid)
+        return None if parsed.problems else cls(**parsed.fields)
+
+    @classmethod
+    def read(cls: type[H], raw: bytes, mid: str, slot: Slot, now: float) -> H:
+        """The header of ``mid`` found through ``slot``, whole or ``broken``; never raises."""
+        parsed = cls._parse_of(raw, mid)
+        if not parsed.problems:
+            return cls(**parsed.fields)
+        when = start_of(slot.ring) if isinstance(slot.ring, int) else now
+        stand_in: dict[str, Any] = {
+            "created": when,
+            "due": when,
+            "attempts": 0,
+            "error": None,
+            "size": None,
+            "gen": "",
+            "pending": None,
+            "token": None,
+            "expires": 0.0,
+            "buried": now,
+        }
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in stand_in.items() if k in names}
+        values.update(parsed.fields)
+        # Nothing it says about where it is indexed can be trusted: the slot it
+        # was found by is where it is.
+        values.update({k: v for k, v in (("ptr", slot.key), ("ring", slot.ring)) if k in names})
+        values["damage"] = parsed.fields.get("damage") or "; ".join(parsed.problems)
+        return cls(**values, broken=True)
+
+    # -- the data ------------------------------------------------------------------
+
+    def data_key(self, keys: Keys) -> str:
+        return keys.data(self.id, self.gen)
+
+    def data_problem(self, data: bytes) -> str | None:
+        """What is wrong with the message's data item, judged by this header; None if nothing."""
+        if self.size is not None and len(data) != self.size:
+            return f"its data is {len(data)} bytes; {self.size} were written"
+        if self.checksum is not None and checksum(data) != self.checksum:
+            return "its data does not match the checksum written with it"
+        return None
+
+    def record(self, data: bytes, damage: str | None = None) -> Record:
+        return Record(
+            id=self.id,
+            data=data,
+            created=self.created,
+            due=self.due,
+            attempts=self.attempts,
+            last_error=self.error,
+            damage=damage or self.damage,
+        )
 
 
-def dead_header(fields: Mapping[str, Any], slot: str, buried: float) -> dict[str, Any]:
-    """A dead letter's header from a message's header (or ``header_for``'s output)."""
-    kept = ("id", "created", "due", "attempts", "err", "size", "sum", "gen", "j")
-    return {**{k: fields.get(k) for k in kept}, "ptr": slot, "buried": buried}
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class QueuedHeader(Header):
+    """The header of a queued message (``m:<id>``)."""
+
+    ptr: str = stored("ptr", text)
+    """The one slot that indexes this message."""
+    pending: str | None = stored("pend", text_or_none)
+    """A slot being written by a requeue in progress (announced before it is written)."""
+    token: str | None = stored("tok", text_or_none)
+    """The token of the claim that holds it, if any."""
+    expires: float = stored("exp", number)
+    """When that claim's lease runs out (the caller's clock)."""
+    ring: int | str = stored("ring", ring_name)
+    """The bucket ``ptr`` is in."""
+    old: str | None = stored("old", text_or_none, required=False)
+    """The slot a requeue moved it from, if that requeue died before dropping it."""
+
+    @classmethod
+    def new(cls, facts: Header, ptr: str, ring: Ring) -> QueuedHeader:
+        return cls(**facts.facts(), ptr=ptr, pending=None, token=None, expires=0.0, ring=ring)
+
+    # -- the claim -------------------------------------------------------------------
+
+    def held(self, now: float) -> bool:
+        """Held by a claim whose lease has not run out at ``now``."""
+        return self.token is not None and self.expires > now
+
+    def claimable(self, now: float) -> bool:
+        if self.broken:
+            return True  # nothing it says about its claim can be trusted: bury it now
+        return self.due <= now and not self.held(now)
+
+    def waiting(self, now: float) -> bool:
+        """Claimable and not a claim whose lease ran out.
+
+        Walks stop once they found enough of these: a message whose lease ran
+        out sorts by its expiry, which can be later than messages in later buckets.
+        """
+        return self.claimable(now) and (self.broken or self.token is None)
+
+    @property
+    def due_again(self) -> float:
+        """When it is due: a message whose lease ran out is due again from its expiry."""
+        return self.due if self.token is None else max(self.due, self.expires)
+
+    def state(self, now: float) -> State:
+        if self.broken:
+            return State.READY  # claimable at once, for burial
+        if self.token is not None:
+            return State.IN_FLIGHT if self.expires > now else State.STUCK
+        return State.SCHEDULED if self.due > now else State.READY
+
+    # -- changes, each written by one cas ---------------------------------------------
+
+    def claimed(self, token: str, expires: float) -> QueuedHeader:
+        return dataclasses.replace(self, token=token, expires=expires)
+
+    def released(self) -> QueuedHeader:
+        return dataclasses.replace(self, token=None, expires=0.0)
+
+    def retried(self, due: float, error: str | None) -> QueuedHeader:
+        """Released for another attempt at ``due`` (a requeue)."""
+        return dataclasses.replace(
+            self.released(), due=due, attempts=self.attempts + 1, error=error
+        )
+
+    def moving_to(self, slot: str) -> QueuedHeader:
+        """A requeue's first step: the new slot is named before it is written."""
+        return dataclasses.replace(self, pending=slot, old=None)
+
+    def moved(self, slot: str, ring: Ring) -> QueuedHeader:
+        """A requeue's last step: indexed by ``slot``; the old slot is dropped next."""
+        return dataclasses.replace(self, ptr=slot, ring=ring, pending=None, old=self.ptr)
+
+    def move_abandoned(self) -> QueuedHeader:
+        """A requeue that died before its last step: its new slot is dropped."""
+        return dataclasses.replace(self, pending=None)
+
+    def slots(self) -> list[str]:
+        """Every slot that may name this message."""
+        return [s for s in (self.ptr, self.pending, self.old) if s]
+
+    def tombstone(self, *, keep_data: bool) -> Tombstone:
+        """What this header becomes when the message leaves the queue.
+
+        ``keep_data``: it moves to the dead letters, which keep its data and its
+        journal slot. Otherwise it leaves the store (ack, loss) and both go.
+        """
+        return Tombstone(
+            slots=tuple(self.slots()),
+            data=not keep_data,
+            gen=self.gen,
+            journal=None if keep_data else self.journal,
+        )
+
+    def last_attempt(self, error: str) -> QueuedHeader:
+        """The facts of the dead letter it becomes: the attempt that buried it counts."""
+        return dataclasses.replace(self, error=error, attempts=self.attempts + 1)
 
 
-def known_facts(header: Mapping[str, Any]) -> dict[str, Any]:
-    """What a loss report keeps of a message: everything but its data."""
-    return {k: header.get(k) for k in ("id", "created", "due", "attempts", "err", "size")}
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DeadHeader(Header):
+    """The header of a dead letter (``z:<id>``); its data item is kept."""
+
+    ptr: str = stored("ptr", text)
+    """Its slot in the dead ring."""
+    buried: float = stored("buried", number)
+
+    @classmethod
+    def of(cls, facts: Header, ptr: str, buried: float) -> DeadHeader:
+        return cls(**facts.facts(), ptr=ptr, buried=buried)
+
+    def revived(self, now: float, ptr: str, ring: Ring) -> QueuedHeader:
+        """Queued again, due at ``now`` with a fresh ``MAX_AGE`` (created ``now``, no attempts)."""
+        facts = dataclasses.replace(self, created=now, due=now, attempts=0)
+        return QueuedHeader.new(facts, ptr, ring)
 
 
-# -- reading headers that may have been damaged ------------------------------------
-#
-# A header is written only by this store, but memcached is a shared cache: an
-# operator, another program or a bug can delete, truncate or overwrite it. The
-# claim path must not stop on that, so a header is checked field by field, and
-# what can be read of a damaged one is kept.
+@dataclasses.dataclass(frozen=True)
+class Tombstone:
+    """What a header becomes when its message leaves the queue: what is left to delete.
 
-
-def _number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _count(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-
-def _count_or_none(v: object) -> bool:
-    return v is None or _count(v)
-
-
-def _text(v: object) -> bool:
-    return isinstance(v, str) and v != ""
-
-
-def _text_or_none(v: object) -> bool:
-    return v is None or isinstance(v, str)
-
-
-def _ring(v: object) -> bool:
-    return isinstance(v, (int, str)) and not isinstance(v, bool)
-
-
-Check = Callable[[object], bool]
-
-_COMMON: dict[str, Check] = {
-    "id": _text,
-    "created": _number,
-    "due": _number,
-    "attempts": _count,
-    "err": _text_or_none,
-    "size": _count_or_none,  # None: not known (read from a damaged header)
-    "gen": _text,
-    "ptr": _text,
-}
-#: Fields every queued message's header has, and what each must hold.
-LIVE_FIELDS: dict[str, Check] = {
-    **_COMMON,
-    "pend": _text_or_none,
-    "tok": _text_or_none,
-    "exp": _number,
-    "ring": _ring,
-}
-#: Fields every dead letter's header has.
-DEAD_FIELDS: dict[str, Check] = {**_COMMON, "buried": _number}
-#: Fields written by some versions or some paths only.
-OPTIONAL_FIELDS: dict[str, Check] = {
-    "old": _text_or_none,
-    "sum": _count_or_none,
-    "j": _text_or_none,
-    "damage": _text_or_none,
-}
-
-# A JSON scalar after a key, for reading what is left of a cut or garbled header.
-_SCALAR = re.compile(
-    rb'"([a-z]{1,8})":(null|true|false|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|"(?:[^"\\]|\\.)*")'
-)
-
-
-def _shown(value: object) -> str:
-    return printable(repr(value))[:40]
-
-
-def salvage(raw: bytes) -> dict[str, Any]:
-    """The ``"key": scalar`` pairs that can still be read from a damaged header."""
-    found: dict[str, Any] = {}
-    for match in _SCALAR.finditer(raw):
-        name = match.group(1).decode()
-        if name not in found:
-            found[name] = json.loads(match.group(2))
-    return found
-
-
-def check_header(
-    raw: bytes, mid: str, fields: Mapping[str, Check], placeholders: Mapping[str, Any]
-) -> tuple[dict[str, Any], str | None]:
-    """The header stored as ``raw`` for message ``mid``, and what is wrong with it.
-
-    A whole header comes back as stored, with None. A damaged one comes back
-    with every field it could read and ``placeholders`` for the others, and a
-    sentence saying what is wrong.
+    Written by ``cas`` over the header (so a newer claim wins); then the items
+    it names are deleted, the tombstone last. A client that dies half-way
+    leaves it for the next walk to finish.
     """
-    problems: list[str] = []
-    value = decode_or_none(raw)
-    readable = isinstance(value, dict)
-    if not readable:
-        what = "not JSON" if value is None else "not a JSON object"
-        problems.append(f"its header is unreadable ({what}, {len(raw)} bytes)")
-        value = salvage(raw)
-    header: dict[str, Any] = {}
-    for name, valid in (*fields.items(), *OPTIONAL_FIELDS.items()):
-        if name not in value:
-            if name in fields:
-                if readable:
-                    problems.append(f"its header has no {name!r}")
-                header[name] = placeholders.get(name)
-        elif valid(value[name]):
-            header[name] = value[name]
-        else:
-            problems.append(f"its header holds {name}={_shown(value[name])}")
-            header[name] = placeholders.get(name)
-    if header["id"] != mid:
-        if _text(header["id"]):
-            problems.append(f"its header names another message ({_shown(header['id'])})")
-        header["id"] = mid
-    if not problems:
-        return value, None
-    return header, "; ".join(problems)
 
+    slots: tuple[str, ...]
+    data: bool
+    """The data item goes too (ack, loss); a burial keeps it for the dead letter."""
+    gen: str | None
+    journal: str | None
+    """The journal slot to drop first; None when the message stays named (dead)."""
 
-def tombstone_in(raw: bytes) -> dict[str, Any] | None:
-    """The tombstone a header item holds (see ``memcached_scan.tombstone``), or None."""
-    value = decode_or_none(raw)
-    if isinstance(value, dict) and value.get("done") is True:
-        return value
-    return None
+    def encode(self) -> bytes:
+        value = {
+            "done": True,
+            "slots": list(self.slots),
+            "data": self.data,
+            "gen": self.gen,
+            "j": self.journal,
+        }
+        return dumps(value)
+
+    @classmethod
+    def read(cls, raw: bytes) -> Tombstone | None:
+        """The tombstone ``raw`` holds, or None when it holds something else (a header)."""
+        value = decode_or_none(raw)
+        if not isinstance(value, dict) or value.get("done") is not True:
+            return None
+        slots = value.get("slots")
+        gen, journal = value.get("gen"), value.get("j")
+        return cls(
+            slots=tuple(s for s in slots if isinstance(s, str) and s)
+            if isinstance(slots, list)
+            else (),
+            data=bool(value.get("data")),
+            gen=gen if isinstance(gen, str) else None,
+            journal=journal if isinstance(journal, str) else None,
+        )
+
+    def items(self, keys: Keys, mid: str) -> list[str]:
+        """The keys left to delete before the tombstone itself."""
+        found = list(self.slots)
+        if self.data and self.gen is not None:
+            found.append(keys.data(mid, self.gen))
+        return found

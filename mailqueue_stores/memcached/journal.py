@@ -23,13 +23,13 @@ been walked (two servers lost at once).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 
-from mailqueue_stores.memcached_client import MemcachedClient
-from mailqueue_stores.memcached_layout import Keys, decode_or_none
-from mailqueue_stores.memcached_loss import LossLedger
-from mailqueue_stores.memcached_ring import Rings
+from mailqueue_stores.memcached.client import MemcachedClient
+from mailqueue_stores.memcached.codec import decode_or_none, dumps
+from mailqueue_stores.memcached.keys import Keys
+from mailqueue_stores.memcached.losses import LossLedger, LossReport
+from mailqueue_stores.memcached.rings import Rings, Slot
 
 
 def emptied(server: str) -> str:
@@ -104,18 +104,16 @@ class Journal:
         listed = _epochs(listed_raw)
         while listed is None or epoch not in listed:
             # Each failed cas means another client changed the list: no livelock.
-            raw, cas = self._client.gets(self._list_key)
-            if raw is None:
-                if self._client.add(self._list_key, json.dumps([epoch]).encode()):
+            seen = self._client.gets(self._list_key)
+            if seen is None:
+                if self._client.add(self._list_key, dumps([epoch])):
                     self.epoch = epoch
                     return None
                 continue
             # A damaged list is started again: the epochs it named are unknown.
-            listed = _epochs(raw) or []
+            listed = _epochs(seen.value) or []
             if epoch not in listed and self._client.cas(
-                self._list_key,
-                json.dumps([*listed, epoch]).encode(),
-                cas,  # type: ignore[arg-type]
+                self._list_key, dumps([*listed, epoch]), seen
             ):
                 break
         # Set only once listed: other threads may be writing to the journal.
@@ -146,32 +144,28 @@ class Journal:
         bounds = self._rings.bounds([ring]).get(ring)
         if bounds is None:
             return True
-        head, tail = bounds
-        finished, prefix = head, True
         keys = self._keys
-        for chunk in self._rings.walk(ring, head, tail):
-            ids = {s.key: s.value.decode() for s in chunk if s.value is not None}
-            there = subject.get_many(
-                [keys.header(m) for m in ids.values()] + [keys.dead(m) for m in ids.values()]
-            )
-            sent = self._client.get_many([keys.sent(m) for m in ids.values()])
+
+        def finished(chunk: list[Slot]) -> list[bool]:
+            ids = [s.mid for s in chunk if s.value is not None]
+            there = subject.get_many([keys.header(m) for m in ids] + [keys.dead(m) for m in ids])
+            sent = self._client.get_many([keys.sent(m) for m in ids])
+            over = []
             for slot in chunk:
-                if slot.value is not None:
-                    mid = ids[slot.key]
-                    if keys.header(mid) in there or keys.dead(mid) in there:
-                        # Written to the subject after it came back: not lost.
-                        prefix = False
-                        continue
-                    if self._client.delete(slot.key):
-                        if keys.sent(mid) in sent:
-                            self._client.delete(keys.sent(mid))
-                        else:
-                            self._ledger.report({"id": mid}, emptied(self.subject), now)
-                if prefix:
-                    finished = slot.n
-        if finished > head:
-            self._rings.advance_head(ring, finished)
-        if finished < tail:
+                mid = slot.mid
+                # One written to the subject after it came back is not lost.
+                live = slot.value is not None and (
+                    keys.header(mid) in there or keys.dead(mid) in there
+                )
+                if slot.value is not None and not live and self._client.delete(slot.key):
+                    if keys.sent(mid) in sent:
+                        self._client.delete(keys.sent(mid))
+                    else:
+                        self._ledger.report(LossReport.of(mid, None, emptied(self.subject), now))
+                over.append(not live)
+            return over
+
+        if not self._rings.sweep(ring, bounds, finished):
             return False
         self._client.delete_many([keys.tail(ring), keys.head(ring)])
         return True
@@ -182,8 +176,8 @@ class Journal:
         A lost race leaves it listed; the next audit finds its ring gone and
         drops it then.
         """
-        raw, cas = self._client.gets(self._list_key)
-        listed = _epochs(raw)
-        if listed is not None:
+        seen = self._client.gets(self._list_key)
+        listed = None if seen is None else _epochs(seen.value)
+        if seen is not None and listed is not None:
             rest = [e for e in listed if e != epoch]
-            self._client.cas(self._list_key, json.dumps(rest).encode(), cas)  # type: ignore[arg-type]
+            self._client.cas(self._list_key, dumps(rest), seen)

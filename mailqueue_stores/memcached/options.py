@@ -1,29 +1,109 @@
-"""Reading the memcached store's URL and options into checked settings."""
+"""The memcached store's URL and options: the servers it names, and what may be set.
+
+The options are declared once, in :class:`MemcachedOptions`, and read through
+:func:`mailqueue_core.options.read_options` like every store's (the URL query
+and ``OPTIONS`` merged, unknown options an error listing the valid ones); the
+docs' table is generated from the same declaration. The servers, from the URL
+or from the ``servers`` option, are read by :func:`parse_servers`; a password
+in either never reaches a message.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from mailqueue_core.errors import ConfigurationError
 from mailqueue_core.locations import redact
+from mailqueue_core.options import (
+    POSITIVE_INT,
+    SECONDS,
+    Kind,
+    option,
+    optional,
+    read_options,
+    split_query,
+)
 
+__all__ = [
+    "DEFAULT_MAX_ITEM_SIZE",
+    "DEFAULT_PORT",
+    "WHAT",
+    "MemcachedOptions",
+    "Settings",
+    "parse_server",
+    "parse_servers",
+    "read",
+]
+
+WHAT = "memcached store"
 DEFAULT_PORT = 11211
 #: memcached's default item size limit (``-I 1m``) less room for the key and
 #: the item's own header, so that a record of this size is still stored.
 DEFAULT_MAX_ITEM_SIZE = 1024 * 1024 - 1024
 
-KNOWN_OPTIONS = ("namespace", "servers", "connect_timeout", "timeout", "max_item_size")
+
+def _positive_seconds(value: object) -> float:
+    seconds = SECONDS.parse(value)
+    if seconds == 0:
+        raise ValueError("must be seconds > 0")
+    return float(seconds)
+
+
+def _server_list(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = value.split(",")
+    if isinstance(value, (list, tuple)):
+        listed = tuple(str(s) for s in value if str(s).strip())
+        if listed:
+            return listed
+    raise ValueError("must be a list of 'host:port' (or one string of them, comma-separated)")
+
+
+#: A socket timeout: 0 would make pymemcache's sockets non-blocking.
+POSITIVE_SECONDS = Kind("seconds > 0", _positive_seconds)
+SERVER_LIST = Kind("list of host:port", _server_list)
+
+
+@dataclasses.dataclass(frozen=True)
+class MemcachedOptions:
+    """The memcached store's options: one declaration for the parser, the errors and the docs."""
+
+    servers: tuple[str, ...] | None = option(
+        None,
+        optional(SERVER_LIST),
+        "The servers (``host:port``, ``[v6addr]:port``; the port defaults to 11211), "
+        "instead of listing them in the URL; one string may list several, comma-separated.",
+    )
+    connect_timeout: float | None = option(
+        None,
+        optional(POSITIVE_SECONDS),
+        "Seconds to wait for a connection (pymemcache's default: none); a timeout "
+        "raises ``StoreUnavailable``.",
+    )
+    timeout: float | None = option(
+        None,
+        optional(POSITIVE_SECONDS),
+        "Seconds to wait for an answer (pymemcache's default: none); a timeout raises "
+        "``StoreUnavailable``.",
+    )
+    max_item_size: int = option(
+        DEFAULT_MAX_ITEM_SIZE,
+        POSITIVE_INT,
+        "The largest record accepted, in bytes (1 MiB - 1024: memcached's default "
+        "``-I 1m`` less room for the key and the item's own header); raise it together "
+        "with the server's ``-I`` (see `Size limit`_).",
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
+    """What a location and its options make of a store."""
+
     servers: list[tuple[str, int]]
     namespace: str
-    connect_timeout: float | None = None
-    timeout: float | None = None
-    max_item_size: int = DEFAULT_MAX_ITEM_SIZE
+    options: MemcachedOptions
 
 
 def _shown(spec: str) -> str:
@@ -50,24 +130,20 @@ def parse_server(spec: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def _number(name: str, value: object, kind: type[float] | type[int]) -> float | int:
-    if isinstance(value, bool):
-        raise ConfigurationError(f"option {name!r} must be a number, got {value!r}")
-    try:
-        number = kind(value)  # type: ignore[arg-type,call-overload]
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"option {name!r} must be a number, got {value!r}") from None
-    if number <= 0:
-        raise ConfigurationError(f"option {name!r} must be positive, got {value!r}")
-    return number
+def parse_servers(in_url: str, listed: tuple[str, ...] | None) -> list[tuple[str, int]]:
+    """The servers named in the URL (``h1:p1,h2:p2``) or by the ``servers`` option, not both."""
+    servers = [parse_server(s) for s in in_url.split(",") if s.strip()]
+    if listed is not None:
+        if servers:
+            raise ConfigurationError(
+                "give memcached servers in the URL or in the 'servers' option, not both"
+            )
+        servers = [parse_server(s) for s in listed]
+    return servers
 
 
-def parse(location: str, options: Mapping[str, object]) -> Settings:
-    """Settings from ``memcached://h1:p1,h2:p2?namespace=...`` and keyword options.
-
-    An option given as a keyword wins over the same one in the URL's query, so
-    a store can be rebuilt from its location with another namespace.
-    """
+def _netloc(location: str) -> str:
+    """What the URL gives after ``memcached://``: the servers, and nothing else."""
     shown = redact(location)
     try:
         parts = urlsplit(location)
@@ -82,45 +158,15 @@ def parse(location: str, options: Mapping[str, object]) -> Settings:
             f"memcached URL {shown!r} takes only servers and ?options"
             " (no user or password): memcached://host:port,host:port?namespace=NAME"
         )
-    merged: dict[str, object] = dict(parse_qsl(parts.query, keep_blank_values=True))
-    merged.update(options)
-    unknown = sorted(set(merged) - set(KNOWN_OPTIONS))
-    if unknown:
-        raise ConfigurationError(
-            f"unknown memcached store options: {', '.join(unknown)}"
-            f" (known: {', '.join(KNOWN_OPTIONS)})"
-        )
+    return parts.netloc
 
-    servers = [parse_server(s) for s in parts.netloc.split(",") if s.strip()]
-    listed = merged.get("servers")
-    if listed is not None:
-        if servers:
-            raise ConfigurationError(
-                "give memcached servers in the URL or in the 'servers' option, not both"
-            )
-        if isinstance(listed, str):
-            listed = listed.split(",")
-        if not isinstance(listed, (list, tuple)) or not listed:
-            raise ConfigurationError(
-                f"option 'servers' must be a list of 'host:port', got {listed!r}"
-            )
-        servers = [parse_server(str(s)) for s in listed]
+
+def read(location: str, options: Mapping[str, object]) -> Settings:
+    """Settings from ``memcached://h1:p1,h2:p2?namespace=...`` and keyword options."""
+    netloc = _netloc(location)
+    _, query = split_query(location, WHAT)
+    namespace, declared = read_options(MemcachedOptions, WHAT, query, options)
+    servers = parse_servers(netloc, declared.servers)
     if not servers:
-        raise ConfigurationError(f"memcached URL {shown!r} names no server")
-
-    namespace = merged.get("namespace", "default")
-    if not isinstance(namespace, str) or not namespace:
-        raise ConfigurationError(f"namespace must be a non-empty string, got {namespace!r}")
-    timeouts = {
-        name: None if merged.get(name) is None else float(_number(name, merged[name], float))
-        for name in ("connect_timeout", "timeout")
-    }
-    max_item_size = int(
-        _number("max_item_size", merged.get("max_item_size", DEFAULT_MAX_ITEM_SIZE), int)
-    )
-    return Settings(
-        servers=servers,
-        namespace=namespace,
-        max_item_size=max_item_size,
-        **timeouts,
-    )
+        raise ConfigurationError(f"memcached URL {redact(location)!r} names no server")
+    return Settings(servers, namespace, declared)

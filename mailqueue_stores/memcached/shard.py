@@ -9,55 +9,49 @@ with it and leaves the others whole: nothing is ever half there.
 
 from __future__ import annotations
 
-import secrets
+import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from mailqueue_core.errors import LeaseLost, StoreError, StoreUnavailable
 from mailqueue_core.store import Claim, Record
-from mailqueue_stores.memcached_client import MemcachedClient
-from mailqueue_stores.memcached_dead import DeadLetterBook
-from mailqueue_stores.memcached_journal import Journal
-from mailqueue_stores.memcached_layout import (
-    DEAD_FIELDS,
-    LIVE_FIELDS,
-    Keys,
-    check_header,
-    checksum,
-    encode,
-    header_for,
-    known_facts,
+from mailqueue_stores.memcached.buckets import place
+from mailqueue_stores.memcached.client import MemcachedClient, Versioned
+from mailqueue_stores.memcached.dead_letters import DeadLetterBook
+from mailqueue_stores.memcached.headers import (
+    DeadHeader,
+    Header,
+    QueuedHeader,
+    Tombstone,
     new_gen,
-    place,
-    record_from,
-    tombstone_in,
+    new_token,
 )
-from mailqueue_stores.memcached_loss import LossLedger
-from mailqueue_stores.memcached_ring import Rings
-from mailqueue_stores.memcached_scan import Entry, Scanner, tombstone
+from mailqueue_stores.memcached.journal import Journal
+from mailqueue_stores.memcached.keys import Keys
+from mailqueue_stores.memcached.losses import LossLedger, LossReport
+from mailqueue_stores.memcached.rings import Rings
+from mailqueue_stores.memcached.scanner import Entry, Scanner, claim_order
 
 DATA_GONE = "its data was evicted from memcached before it was delivered"
+
+
+@dataclasses.dataclass(frozen=True)
+class Taken:
+    """A claim taken by ``cas`` whose data is not read yet."""
+
+    entry: Entry[QueuedHeader]
+    header: QueuedHeader
+    token: str
 
 
 def _lease_lost(mid: str) -> LeaseLost:
     return LeaseLost(f"message {mid} is no longer held by this claim")
 
 
-def _gone(entry: Entry) -> str:
+def _gone(header: QueuedHeader) -> str:
     """Why a message whose data cannot be found is lost."""
-    if entry.damage is None:
+    if header.damage is None:
         return DATA_GONE
-    return f"{entry.damage}, and its data cannot be found"
-
-
-def data_problem(header: dict[str, Any], data: bytes) -> str | None:
-    """What is wrong with a message's data item, judged by its header; None if nothing."""
-    size, expected = header.get("size"), header.get("sum")
-    if size is not None and len(data) != size:
-        return f"its data is {len(data)} bytes; {size} were written"
-    if expected is not None and checksum(data) != expected:
-        return "its data does not match the checksum written with it"
-    return None
+    return f"{header.damage}, and its data cannot be found"
 
 
 class Shard:
@@ -86,14 +80,15 @@ class Shard:
 
     # -- what the scanner and the dead letters report -----------------------------------
 
-    def lost(self, facts: dict[str, Any], reason: str, now: float, journal: Any) -> None:
+    def lost(self, mid: str, known: Header | None, reason: str, now: float) -> None:
+        journal = None if known is None else known.journal
         if self.journal is not None:
-            self.journal.drop([(facts["id"], journal if isinstance(journal, str) else None)])
-        if self.reports.report(facts, reason, now):
+            self.journal.drop([(mid, journal)])
+        if self.reports.report(LossReport.of(mid, known, reason, now)):
             self.counted(-1)
 
-    def forget(self, mid: str, journal: Any) -> None:
-        if self.journal is not None and isinstance(journal, str):
+    def forget(self, mid: str, journal: str | None) -> None:
+        if self.journal is not None and journal is not None:
             self.journal.drop([(mid, journal)])
 
     def counted(self, delta: int) -> None:
@@ -104,7 +99,7 @@ class Shard:
         else:
             self.last_live = self.client.decrement(self.keys.live, -delta) or 0
 
-    def rejournal(self, now: float, wall: float) -> None:
+    def rejournal(self, now: float) -> None:
         """Name every message this server holds in a journal that was lost or is new.
 
         The witness was emptied (or is new to the namespace, when there is
@@ -112,13 +107,15 @@ class Shard:
         the messages it holds now without a word.
         """
         assert self.journal is not None
-        entries = [(self.keys.header(e.header["id"]), e) for e in self.scan.queued(now, wall)] + [
-            (self.keys.dead(e.header["id"]), e) for e in self.scan.dead(now)
+        entries: list[tuple[str, Entry[QueuedHeader] | Entry[DeadHeader]]] = []
+        entries += [
+            (self.keys.header(e.header.id), e) for e in self.scan.queued(now, advance=False)
         ]
-        entries = [(k, e) for k, e in entries if not e.broken]
+        entries += [(self.keys.dead(e.header.id), e) for e in self.scan.dead(now)]
+        entries = [(k, e) for k, e in entries if not e.header.broken]
         if not entries:
             return
-        slots = self.journal.write([e.header["id"] for _, e in entries])
+        slots = self.journal.write([e.header.id for _, e in entries])
         unused = [
             slot
             for (key, entry), slot in zip(entries, slots, strict=True)
@@ -126,41 +123,37 @@ class Shard:
         ]
         self.journal.forget(unused)
 
-    def _name_in_journal(self, key: str, entry: Entry, slot: str) -> bool:
+    def _name_in_journal(
+        self, key: str, entry: Entry[QueuedHeader] | Entry[DeadHeader], slot: str
+    ) -> bool:
         """Point a header at its new journal slot; False when it needs none."""
         assert self.journal is not None
-        header, cas = entry.header, entry.cas
-        fields = LIVE_FIELDS if key == self.keys.header(header["id"]) else DEAD_FIELDS
+        header: Header | None = entry.header
+        seen: Versioned | None = entry.seen
+        kind = type(entry.header)
         for _ in range(3):  # a flusher may change the header meanwhile: read it again
-            if self.journal.current(header.get("j")):
+            if header is None or seen is None or self.journal.current(header.journal):
                 return False
-            if self.client.cas(key, encode({**header, "j": slot}), cas):
+            if self.client.cas(key, header.in_journal(slot).encode(), seen):
                 return True
-            raw, token = self.client.gets(key)
-            if raw is None or tombstone_in(raw) is not None:
-                return False
-            header, damage = check_header(raw, header["id"], fields, {})
-            if damage is not None:
-                return False
-            cas = token  # type: ignore[assignment]
+            seen = self.client.gets(key)
+            header = None if seen is None else kind.whole(seen.value, header.id)
         return False
 
     # -- enqueue -------------------------------------------------------------------
 
-    def enqueue(self, records: Sequence[Record], wall: float) -> Callable[[], None]:
-        """Add the records whose home this is; a function that takes them out again."""
+    def enqueue(self, records: Sequence[Record], now: float) -> Callable[[], None]:
+        """Add the records whose home this is, written at ``now``; a function to take them out."""
         dead = self.client.get_many([self.keys.dead(r.id) for r in records])
         fresh = [r for r in records if self.keys.dead(r.id) not in dead]
         if not fresh:
             return lambda: None
-        # The journal names a message before it exists, so no moment passes
-        # where this server holds a message its witness does not know of.
-        journal: Sequence[str | None] = (
-            self.journal.write([r.id for r in fresh]) if self.journal else [None] * len(fresh)
-        )
+        journal = self._name_first(fresh)
         by_bucket: dict[int, list[tuple[Record, str | None]]] = {}
         for record, slot in zip(fresh, journal, strict=True):
-            by_bucket.setdefault(place(record.due, wall), []).append((record, slot))
+            by_bucket.setdefault(place(record.due, max(now, record.created)), []).append(
+                (record, slot)
+            )
         added: list[tuple[Record, str, str]] = []
         duplicates: list[str | None] = []
         try:
@@ -169,8 +162,8 @@ class Shard:
                     group, self.rings.allocate(bucket, len(group)), strict=True
                 ):
                     gen = new_gen()
-                    header = {**header_for(record, slot, gen, jslot), "ring": bucket}
-                    if self._claim_id(record.id, header):
+                    header = QueuedHeader.new(Header.of_record(record, gen, jslot), slot, bucket)
+                    if self._claim_id(header):
                         added.append((record, slot, gen))
                     else:
                         duplicates.append(jslot)
@@ -186,26 +179,36 @@ class Shard:
         self.counted(len(added))
         return lambda: self._undo(added, journal)
 
-    def _claim_id(self, mid: str, header: dict[str, Any]) -> bool:
+    def _name_first(self, records: Sequence[Record]) -> Sequence[str | None]:
+        """Journal slots naming ``records`` (None each with one server).
+
+        The journal names a message before it exists, so no moment passes
+        where this server holds a message its witness does not know of.
+        """
+        if self.journal is None:
+            return [None] * len(records)
+        return self.journal.write([r.id for r in records])
+
+    def _claim_id(self, header: QueuedHeader) -> bool:
         """Take the id for a new message; False when it is already queued.
 
         A header left by an enqueue that failed before writing its slot is taken
         over, so retrying that enqueue is not mistaken for a duplicate.
         """
-        key = self.keys.header(mid)
-        if self.client.add(key, encode(header)):
+        key = self.keys.header(header.id)
+        if self.client.add(key, header.encode()):
             return True
-        raw, cas = self.client.gets(key)
-        if raw is None:
-            return self.client.add(key, encode(header))
-        if tombstone_in(raw) is not None:
+        seen = self.client.gets(key)
+        if seen is None:
+            return self.client.add(key, header.encode())
+        if Tombstone.read(seen.value) is not None:
             return False
-        old, damage = check_header(raw, mid, LIVE_FIELDS, {})
-        if damage is not None or self.client.get_many([old["ptr"]]):
+        old = QueuedHeader.whole(seen.value, header.id)
+        if old is None or self.client.get_many([old.ptr]):
             return False  # queued (a damaged record too: the next claim buries it)
-        if not self.client.cas(key, encode(header), cas):  # type: ignore[arg-type]
+        if not self.client.cas(key, header.encode(), seen):
             return False
-        self.forget(mid, old.get("j"))
+        self.forget(header.id, old.journal)
         return True
 
     def _undo(self, added: list[tuple[Record, str, str]], journal: Sequence[str | None]) -> None:
@@ -220,92 +223,85 @@ class Shard:
 
     # -- claims --------------------------------------------------------------------
 
-    def take(self, entry: Entry, now: float, lease: float) -> tuple[dict[str, Any], str] | None:
-        """Claim one entry by ``cas``: its new header and token, or None if another won."""
-        token = secrets.token_hex(16)
-        header = {**entry.header, "tok": token, "exp": now + lease}
-        if entry.damage is not None:
-            header["damage"] = entry.damage
-        if self.client.cas(self.keys.header(entry.header["id"]), encode(header), entry.cas):
-            return header, token
+    def take(self, entry: Entry[QueuedHeader], now: float, lease: float) -> Taken | None:
+        """Claim one entry by ``cas``: the entry and its new header, or None if another won."""
+        token = new_token()
+        header = entry.header.claimed(token, now + lease)
+        if self.client.cas(self.keys.header(header.id), header.encode(), entry.seen):
+            return Taken(entry, header, token)
         return None
 
     def with_data(
-        self, taken: list[tuple[Entry, dict[str, Any], str]], now: float
-    ) -> list[tuple[Any, Claim]]:
+        self, taken: list[Taken], now: float
+    ) -> list[tuple[tuple[float, int | str, int], Claim]]:
         """Claims for what was taken, with their data; what has none is reported lost."""
-        keys = [
-            None if h["gen"] is None else self.keys.data(h["id"], h["gen"]) for _, h, _ in taken
-        ]
-        data = self.client.get_many([k for k in keys if k is not None])
+        data = self.client.get_many([t.header.data_key(self.keys) for t in taken])
         claims = []
-        for (entry, header, token), key in zip(taken, keys, strict=True):
-            raw = None if key is None else data.get(key)
+        for t in taken:
+            header = t.header
+            raw = data.get(header.data_key(self.keys))
             if raw is None:
-                self._lose(header, token, now, _gone(entry))
+                self._lose(header, now, _gone(header))
                 continue
-            damage = entry.damage
-            problem = data_problem(header, raw)
+            damage = header.damage
+            problem = header.data_problem(raw)
             if problem is not None:
                 damage = problem if damage is None else f"{damage}; {problem}"
                 raw = b""
-            record = record_from(header, raw, damage)
-            claims.append((entry.order, Claim(record, token, header["exp"])))
+            record = header.record(raw, damage)
+            claims.append((claim_order(t.entry), Claim(record, t.token, header.expires)))
         return claims
 
-    def _lose(self, header: dict[str, Any], token: str, now: float, reason: str) -> None:
-        key = self.keys.header(header["id"])
-        raw, cas = self.client.gets(key)
-        if raw is None:
+    def _lose(self, header: QueuedHeader, now: float, reason: str) -> None:
+        key = self.keys.header(header.id)
+        seen = self.client.gets(key)
+        held = None if seen is None else QueuedHeader.whole(seen.value, header.id)
+        if seen is None or held is None or held.token != header.token:
             return
-        held, damage = check_header(raw, header["id"], LIVE_FIELDS, {})
-        if damage is None and held["tok"] == token:
-            done = tombstone(held, keep_data=False)
-            if self.client.cas(key, encode(done), cas):  # type: ignore[arg-type]
-                self.lost(known_facts(held), reason, now, held.get("j"))
-                self.scan.finish(held["id"], done)
+        done = held.tombstone(keep_data=False)
+        if self.client.cas(key, done.encode(), seen):
+            self.lost(held.id, held, reason, now)
+            self.scan.finish(held.id, done)
 
-    def lose_unread(self, entry: Entry, now: float) -> bool:
+    def lose_unread(self, entry: Entry[QueuedHeader], now: float) -> bool:
         """Report an entry lost when its data is gone (for counts); True if it was."""
         h = entry.header
-        if h["gen"] is not None and self.client.exists(self.keys.data(h["id"], h["gen"])):
+        if h.gen and self.client.exists(h.data_key(self.keys)):
             return False
-        done = tombstone(h, keep_data=False)
-        if self.client.cas(self.keys.header(h["id"]), encode(done), entry.cas):
-            self.lost(known_facts(h), _gone(entry), now, h.get("j"))
-            self.scan.finish(h["id"], done)
+        done = h.tombstone(keep_data=False)
+        if self.client.cas(self.keys.header(h.id), done.encode(), entry.seen):
+            self.lost(h.id, h, _gone(h), now)
+            self.scan.finish(h.id, done)
         return True
 
-    def release_taken(self, taken: list[tuple[Entry, dict[str, Any], str]]) -> None:
+    def release_taken(self, taken: list[Taken]) -> None:
         """Give back claims taken by a fetch that then failed (best effort)."""
-        for _, header, token in taken:
+        for t in taken:
             try:
-                key, held, cas = self._held(header["id"], token)
-                self.client.cas(key, encode({**held, "tok": None, "exp": 0.0}), cas)
+                key, held, seen = self._held(t.header.id, t.token)
+                self.client.cas(key, held.released().encode(), seen)
             except StoreError:
                 pass
 
-    def _held(self, mid: str, token: str) -> tuple[str, dict[str, Any], bytes]:
+    def _held(self, mid: str, token: str) -> tuple[str, QueuedHeader, Versioned]:
         key = self.keys.header(mid)
-        raw, cas = self.client.gets(key)
-        if raw is None:
+        seen = self.client.gets(key)
+        header = None if seen is None else QueuedHeader.whole(seen.value, mid)
+        if seen is None or header is None or header.token != token:
             raise _lease_lost(mid)
-        header, damage = check_header(raw, mid, LIVE_FIELDS, {})
-        if damage is not None or header["tok"] != token:
-            raise _lease_lost(mid)
-        return key, header, cas  # type: ignore[return-value]
+        return key, header, seen
 
-    def _leave(self, claim: Claim, *, keep_data: bool) -> dict[str, Any]:
-        """Turn a held message's header into a tombstone; the header as it was."""
-        key, header, cas = self._held(claim.id, claim.token)
-        if not self.client.cas(key, encode(tombstone(header, keep_data=keep_data)), cas):
+    def _leave(self, claim: Claim, *, keep_data: bool) -> Tombstone:
+        """Turn a held message's header into a tombstone; the tombstone."""
+        key, header, seen = self._held(claim.id, claim.token)
+        done = header.tombstone(keep_data=keep_data)
+        if not self.client.cas(key, done.encode(), seen):
             raise _lease_lost(claim.id)
-        return header
+        return done
 
     def ack(self, claim: Claim) -> None:
         try:
-            header = self._leave(claim, keep_data=False)
-            self.scan.finish(claim.id, tombstone(header, keep_data=False))
+            self.scan.finish(claim.id, self._leave(claim, keep_data=False))
         except StoreUnavailable:
             # Sent, and perhaps never to be acked here: tell the witness, so that
             # emptying this server does not report a delivered message lost.
@@ -318,57 +314,55 @@ class Shard:
         self.counted(-1)
 
     def release(self, claim: Claim) -> None:
-        key, header, cas = self._held(claim.id, claim.token)
-        if not self.client.cas(key, encode({**header, "tok": None, "exp": 0.0}), cas):
+        key, header, seen = self._held(claim.id, claim.token)
+        if not self.client.cas(key, header.released().encode(), seen):
             raise _lease_lost(claim.id)
 
-    def requeue(self, claim: Claim, due: float, error: str | None, wall: float) -> None:
-        key, header, cas = self._held(claim.id, claim.token)
-        changes = {"due": due, "attempts": header["attempts"] + 1, "err": error, "tok": None}
-        bucket = place(due, wall)
-        if bucket == header["ring"]:
-            if not self.client.cas(key, encode({**header, **changes, "exp": 0.0}), cas):
+    def requeue(self, claim: Claim, due: float, error: str | None, now: float) -> None:
+        """Back at ``due`` after another attempt, indexed as a write at ``now`` is."""
+        key, header, seen = self._held(claim.id, claim.token)
+        bucket = place(due, now)
+        if bucket == header.ring:
+            if not self.client.cas(key, header.retried(due, error).encode(), seen):
                 raise _lease_lost(claim.id)
             return
         # Moving to another bucket: announce the new slot in the header first
-        # ("pend"), so no slot ever names the message without the header naming it.
-        if header.get("old"):
-            self.client.delete(header["old"])
+        # ("pending"), so no slot ever names the message without the header naming it.
+        if header.old:
+            self.client.delete(header.old)
         (slot,) = self.rings.allocate(bucket, 1)
-        if not self.client.cas(key, encode({**header, "pend": slot, "old": None}), cas):
+        if not self.client.cas(key, header.moving_to(slot).encode(), seen):
             raise _lease_lost(claim.id)
         self.client.set_many({slot: claim.id.encode()})
         self.rings.raise_top(bucket)
         try:
-            key, header, cas = self._held(claim.id, claim.token)
+            key, header, seen = self._held(claim.id, claim.token)
         except LeaseLost:
             self.client.delete(slot)
             raise
-        moved = {**header, **changes, "exp": 0.0, "ring": bucket}
-        moved.update(ptr=slot, pend=None, old=header["ptr"])
-        if header["pend"] != slot or not self.client.cas(key, encode(moved), cas):
+        moved = header.retried(due, error).moved(slot, bucket)
+        if header.pending != slot or not self.client.cas(key, moved.encode(), seen):
             self.client.delete(slot)
             raise _lease_lost(claim.id)
-        self.client.delete(moved["old"])
+        self.client.delete(header.ptr)
 
     def bury(self, claim: Claim, error: str, now: float) -> None:
         _, header, _ = self._held(claim.id, claim.token)
-        fields = {**header, "err": error, "attempts": header["attempts"] + 1}
-        (slot,) = self.dead.write([(fields, None)], now)
+        (slot,) = self.dead.write([(header.last_attempt(error), None)], now)
         try:
-            header = self._leave(claim, keep_data=True)
+            done = self._leave(claim, keep_data=True)
         except LeaseLost:
             self.client.delete(slot)
             raise
-        self.scan.finish(claim.id, tombstone(header, keep_data=True))
+        self.scan.finish(claim.id, done)
         self.counted(-1)
 
     def add_dead(self, records: Sequence[Record], now: float) -> None:
-        journal: Sequence[str | None] = (
-            self.journal.write([r.id for r in records]) if self.journal else [None] * len(records)
+        journal = self._name_first(records)
+        self.dead.write(
+            [
+                (Header.of_record(r, new_gen(), slot), r.data)
+                for r, slot in zip(records, journal, strict=True)
+            ],
+            now,
         )
-        items = [
-            (header_for(r, "", new_gen(), slot), r.data)
-            for r, slot in zip(records, journal, strict=True)
-        ]
-        self.dead.write(items, now)

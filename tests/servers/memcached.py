@@ -4,6 +4,11 @@
 ``memcached_pair``             session-wide pair of servers, for stores spread over two
 ``memcached_server_factory``   servers a test starts with its own flags (``-m 2 -I 512k``
                                for evictions) and may restart on the same port
+``no_wall_clock``              fails the test when the memcached store reads the wall
+                               clock (its time comes from the caller)
+
+:data:`FAR_CLOCK` is the ``now`` the store's tests run on: far from the wall clock, so
+that a store mixing in a clock of its own could not pass them.
 
 :func:`raw_item` finds the server holding one of a store's items and hands a plain
 pymemcache client on it, for tests that damage records as an operator would.
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 
@@ -23,6 +29,9 @@ from mirakuru import TCPExecutor
 from pymemcache.client.base import Client
 
 MEMCACHED = "/usr/bin/memcached"
+#: 2100-01-01 00:00 UTC, on a bucket boundary.
+FAR_CLOCK = 4_102_444_800.0
+STORE_PACKAGE = "mailqueue_stores.memcached"
 HOST = "127.0.0.1"
 READY_TIMEOUT = 30.0
 
@@ -86,15 +95,37 @@ def raw_item(location: str, key: str) -> tuple[Client, bytes]:
 
     The caller closes the client. Fails the test when no server holds the key.
     """
-    from mailqueue_stores.memcached_config import parse
+    from mailqueue_stores.memcached.options import read
 
-    for host, port in parse(location, {}).servers:
+    for host, port in read(location, {}).servers:
         client = Client((host, port), default_noreply=False)
         value = client.get(key)
         if value is not None:
             return client, value
         client.close()
     pytest.fail(f"no server of {location} holds {key}")
+
+
+@pytest.fixture
+def no_wall_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Fail the test when a module of the store package calls ``time.time``.
+
+    Yields the list of modules caught so far (for a test of this fixture).
+    """
+    readers: list[str] = []
+    for name in ("time", "time_ns"):
+        real = getattr(time, name)
+
+        def spy(real: Callable[[], float] = real) -> float:
+            caller = sys._getframe(1).f_globals.get("__name__", "")
+            if caller == STORE_PACKAGE or caller.startswith(STORE_PACKAGE + "."):
+                readers.append(caller)
+            return real()
+
+        monkeypatch.setattr(time, name, spy)
+    yield readers
+    monkeypatch.undo()
+    assert not readers, f"the memcached store read the wall clock in {sorted(set(readers))}"
 
 
 @pytest.fixture(scope="session")
