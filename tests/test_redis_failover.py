@@ -243,7 +243,10 @@ def test_drill_master_killed_while_the_replicas_stall(redis_replicated, min_repl
     if min_replicas:
         assert figures == {"acknowledged": 200, "refused": 100, "lost": 0, "extra": 0}
     else:
-        assert figures == {"acknowledged": 300, "refused": 0, "lost": 100, "extra": 0}
+        # Without the option every write during the stall is acknowledged and lost
+        # (and, on a loaded machine, writes the replicas had not caught up with too).
+        assert (figures["acknowledged"], figures["refused"], figures["extra"]) == (300, 0, 0)
+        assert 100 <= figures["lost"] <= 300
 
 
 # -- the documented command: a bigger drill, and what the option costs -----------------
