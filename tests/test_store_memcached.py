@@ -541,7 +541,7 @@ def test_requeue_losing_its_lease_mid_move_leaves_no_slot(store, connect, before
         before("cas", lambda: other.fetch_due(now + 2, 10, LEASE))
     else:  # ... or after the new slot is written, before the move is confirmed
         written: list[int] = []
-        before("set_many", lambda: written.append(1))
+        before("add", lambda: written.append(1), when=lambda k, *a: ":p:" in k)
         before("gets", lambda: other.fetch_due(now + 2, 10, LEASE), when=lambda k: written)
     with pytest.raises(LeaseLost):
         store.requeue(claim, now + 3600, "451")
@@ -559,7 +559,7 @@ def test_requeue_whose_lease_ran_out_mid_move_and_was_cleaned_up(store, connect,
     (claim,) = store.fetch_due(now, 10, 1.0)
     written: list[int] = []
     key = header_key(store, record.id)
-    before("set_many", lambda: written.append(1))
+    before("add", lambda: written.append(1), when=lambda k, *a: ":p:" in k)
     before("gets", lambda: other.stats(now + 2), when=lambda k: written and k == key)
     with pytest.raises(LeaseLost):
         store.requeue(claim, now + 3600, "451")

@@ -39,7 +39,8 @@ The package's modules: :mod:`~.store` (the store, over one :mod:`~.shard` per
 server), :mod:`~.options`, :mod:`~.client` (one server, errors translated),
 :mod:`~.keys`, :mod:`~.buckets` (due-time buckets and the caller's time),
 :mod:`~.codec` and :mod:`~.headers` (the typed values kept in items),
-:mod:`~.rings`, :mod:`~.scanner`, :mod:`~.dead_letters`, :mod:`~.losses`,
+:mod:`~.rings`, :mod:`~.indexing` (a slot a walk passed before it was
+written), :mod:`~.scanner`, :mod:`~.dead_letters`, :mod:`~.losses`,
 :mod:`~.journal` and :mod:`~.epochs` (what a wiped server took).
 """
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
+from mailqueue_core.errors import StoreError
 from mailqueue_core.store import DeadLetter
 from mailqueue_stores.memcached.buckets import place
 from mailqueue_stores.memcached.client import MemcachedClient
 from mailqueue_stores.memcached.headers import DeadHeader, Header
+from mailqueue_stores.memcached.indexing import index_again
 from mailqueue_stores.memcached.keys import DEAD_RING, Keys
 from mailqueue_stores.memcached.rings import Rings
 from mailqueue_stores.memcached.scanner import Entry, Losses, Scanner
@@ -101,13 +103,23 @@ class DeadLetterBook:
                 self._keys.header(h.id), h.revived(now, slot, bucket).encode()
             ):
                 continue  # the same id is queued again: leave the dead letter be
-            self._client.set_many({slot: h.id.encode()})
             self._rings.raise_top(bucket)
+            passed = self._rings.fill(bucket, {slot: h.id.encode()})
+            if passed:
+                self._index_again(h, (slot, bucket), passed[slot])
             self._client.delete(entry.slot.key)
             self._client.delete(self._keys.dead(h.id))
             revived += 1
         self._home.counted(revived)
         return revived
+
+    def _index_again(self, h: DeadHeader, placed: tuple[str, int], wrote: bool) -> None:
+        """A revived message whose slot a walk passed; given up, it stays a dead letter."""
+        try:
+            index_again(self._client, self._keys, self._rings, (h.id, h.gen), placed, wrote)
+        except StoreError:
+            self._client.delete(self._keys.header(h.id))
+            raise
 
     def purge(self, buried_before: float, now: float) -> int:
         purged = 0

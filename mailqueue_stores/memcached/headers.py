@@ -263,6 +263,10 @@ class QueuedHeader(Header):
         """A requeue's last step: indexed by ``slot``; the old slot is dropped next."""
         return dataclasses.replace(self, ptr=slot, ring=ring, pending=None, old=self.ptr)
 
+    def indexed_at(self, slot: str, ring: Ring) -> QueuedHeader:
+        """Indexed by ``slot`` instead: a walk passed its slot before it was written."""
+        return dataclasses.replace(self, ptr=slot, ring=ring)
+
     def move_abandoned(self) -> QueuedHeader:
         """A requeue that died before its last step: its new slot is dropped."""
         return dataclasses.replace(self, pending=None)

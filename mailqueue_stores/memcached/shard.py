@@ -25,13 +25,16 @@ from mailqueue_stores.memcached.headers import (
     new_gen,
     new_token,
 )
+from mailqueue_stores.memcached.indexing import INDEX_TRIES, index_again, passed_over
 from mailqueue_stores.memcached.journal import Journal
 from mailqueue_stores.memcached.keys import Keys
 from mailqueue_stores.memcached.losses import LossLedger, LossReport
-from mailqueue_stores.memcached.rings import Rings
+from mailqueue_stores.memcached.rings import PASSED, Rings
 from mailqueue_stores.memcached.scanner import Entry, Scanner, claim_order
 
 DATA_GONE = "its data was evicted from memcached before it was delivered"
+#: A message an enqueue added: its record, slot, data generation and bucket.
+Added = tuple[Record, str, str, int]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,7 +157,7 @@ class Shard:
             by_bucket.setdefault(place(record.due, max(now, record.created)), []).append(
                 (record, slot)
             )
-        added: list[tuple[Record, str, str]] = []
+        added: list[Added] = []
         duplicates: list[str | None] = []
         try:
             for bucket, group in by_bucket.items():
@@ -164,11 +167,11 @@ class Shard:
                     gen = new_gen()
                     header = QueuedHeader.new(Header.of_record(record, gen, jslot), slot, bucket)
                     if self._claim_id(header):
-                        added.append((record, slot, gen))
+                        added.append((record, slot, gen, bucket))
                     else:
                         duplicates.append(jslot)
-            self.client.set_many({self.keys.data(r.id, g): r.data for r, _, g in added})
-            self.client.set_many({slot: r.id.encode() for r, slot, _ in added})
+            self.client.set_many({self.keys.data(r.id, g): r.data for r, _, g, _ in added})
+            self._write_slots(added)
             for bucket in by_bucket:
                 self.rings.raise_top(bucket)
             if self.journal is not None:
@@ -178,6 +181,20 @@ class Shard:
             raise
         self.counted(len(added))
         return lambda: self._undo(added, journal)
+
+    def _write_slots(self, added: list[Added]) -> None:
+        """Write the new messages' slots; index again each one a walk passed meanwhile."""
+        for bucket in {b for *_, b in added}:
+            mine = {slot: r.id.encode() for r, slot, _, b in added if b == bucket}
+            passed = self.rings.fill(bucket, mine)
+            for i, (record, slot, gen, _) in enumerate(added):
+                if slot in passed:
+                    placed = (slot, bucket)
+                    ids = (record.id, gen)
+                    slot, moved_to = index_again(
+                        self.client, self.keys, self.rings, ids, placed, passed[slot]
+                    )
+                    added[i] = (record, slot, gen, moved_to)
 
     def _name_first(self, records: Sequence[Record]) -> Sequence[str | None]:
         """Journal slots naming ``records`` (None each with one server).
@@ -204,18 +221,18 @@ class Shard:
         if Tombstone.read(seen.value) is not None:
             return False
         old = QueuedHeader.whole(seen.value, header.id)
-        if old is None or self.client.get_many([old.ptr]):
+        if old is None or self.client.get(old.ptr) not in (None, PASSED):
             return False  # queued (a damaged record too: the next claim buries it)
         if not self.client.cas(key, header.encode(), seen):
             return False
         self.forget(header.id, old.journal)
         return True
 
-    def _undo(self, added: list[tuple[Record, str, str]], journal: Sequence[str | None]) -> None:
+    def _undo(self, added: list[Added], journal: Sequence[str | None]) -> None:
         try:
-            self.client.delete_many([slot for _, slot, _ in added])
-            self.client.delete_many([self.keys.data(r.id, g) for r, _, g in added])
-            self.client.delete_many([self.keys.header(r.id) for r, _, _ in added])
+            self.client.delete_many([slot for _, slot, _, _ in added])
+            self.client.delete_many([self.keys.data(r.id, g) for r, _, g, _ in added])
+            self.client.delete_many([self.keys.header(r.id) for r, _, _, _ in added])
             if self.journal is not None:
                 self.journal.forget(journal)
         except StoreError:
@@ -330,10 +347,7 @@ class Shard:
         # ("pending"), so no slot ever names the message without the header naming it.
         if header.old:
             self.client.delete(header.old)
-        (slot,) = self.rings.allocate(bucket, 1)
-        if not self.client.cas(key, header.moving_to(slot).encode(), seen):
-            raise _lease_lost(claim.id)
-        self.client.set_many({slot: claim.id.encode()})
+        slot = self._announce(claim, bucket, key, header, seen)
         self.rings.raise_top(bucket)
         try:
             key, header, seen = self._held(claim.id, claim.token)
@@ -345,6 +359,27 @@ class Shard:
             self.client.delete(slot)
             raise _lease_lost(claim.id)
         self.client.delete(header.ptr)
+
+    def _announce(
+        self, claim: Claim, bucket: int, key: str, header: QueuedHeader, seen: Versioned
+    ) -> str:
+        """Name a new slot in the header as pending, then write it; the slot.
+
+        A slot a walk passed before it was written is never read again: its
+        pending mark is taken back by the next try's (a slot naming a message
+        that no longer names it is dropped by the walk that reads it).
+        """
+        for _ in range(INDEX_TRIES):
+            (slot,) = self.rings.allocate(bucket, 1)
+            if not self.client.cas(key, header.moving_to(slot).encode(), seen):
+                raise _lease_lost(claim.id)
+            passed = self.rings.fill(bucket, {slot: claim.id.encode()})
+            if not passed:
+                return slot
+            if passed[slot]:
+                self.client.delete(slot)
+            key, header, seen = self._held(claim.id, claim.token)
+        raise passed_over(claim.id, "requeued (it is due again when its lease ends)")
 
     def bury(self, claim: Claim, error: str, now: float) -> None:
         _, header, _ = self._held(claim.id, claim.token)
