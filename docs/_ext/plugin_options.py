@@ -72,7 +72,8 @@ class OptionsDirective(SphinxDirective):
             ]
         container = nodes.section()
         container.document = self.state.document
-        nested_parse_with_titles(self.state, StringList(lines, source=self.arguments[0]), container)
+        source = StringList(lines, source=self.arguments[0])
+        nested_parse_with_titles(self.state, source, container)
         return list(container.children)
 
 
