@@ -10,7 +10,7 @@ wrote it, is dropped once the header no longer names it.
 
 from __future__ import annotations
 
-from mailqueue_core.errors import StoreError
+from mailqueue_core.errors import StoreUnavailable
 from mailqueue_stores.memcached.client import MemcachedClient
 from mailqueue_stores.memcached.headers import QueuedHeader
 from mailqueue_stores.memcached.keys import Keys
@@ -20,8 +20,11 @@ from mailqueue_stores.memcached.rings import Rings
 INDEX_TRIES = 4
 
 
-def passed_over(mid: str, what: str) -> StoreError:
-    return StoreError(
+def passed_over(mid: str, what: str) -> StoreUnavailable:
+    # StoreUnavailable, as the contract asks of a call that did nothing: the
+    # backend then hands the message to the fallback store instead of failing
+    # the request, and a flusher stops as for any store it cannot write to.
+    return StoreUnavailable(
         f"message {mid} could not be {what}: its slot was passed over by other clients'"
         f" walks {INDEX_TRIES} times before it was written; try again"
     )
@@ -40,7 +43,7 @@ def index_again(
     ``placed`` is the passed slot and its bucket, ``wrote`` whether the caller
     wrote it. When a flusher already found the message through the passed slot
     (a walk that read the ring before the head moved) and moved it on, it is
-    left as it is. Gives up with :class:`StoreError` after :data:`INDEX_TRIES`
+    left as it is. Gives up with :class:`~mailqueue_core.errors.StoreUnavailable` after :data:`INDEX_TRIES`
     slots, having dropped the last one it wrote.
     """
     mid, gen = header
