@@ -43,7 +43,8 @@ def index_again(
     ``placed`` is the passed slot and its bucket, ``wrote`` whether the caller
     wrote it. When a flusher already found the message through the passed slot
     (a walk that read the ring before the head moved) and moved it on, it is
-    left as it is. Gives up with :class:`~mailqueue_core.errors.StoreUnavailable` after :data:`INDEX_TRIES`
+    left as it is. Gives up with
+    :class:`~mailqueue_core.errors.StoreUnavailable` after :data:`INDEX_TRIES`
     slots, having dropped the last one it wrote.
     """
     mid, gen = header
