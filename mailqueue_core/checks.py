@@ -195,6 +195,29 @@ def check_local_stores(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
 
 
 @register("mailqueue", deploy=True)
+def check_staging(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``STAGING`` left on where the site is deployed (``--deploy``): say so."""
+    from mailqueue_core.django_settings import get_config
+
+    if getattr(settings, "MAILQUEUE", None) is None:
+        return []
+    try:
+        staging = get_config().staging
+    except ConfigurationError:
+        return []  # mailqueue.E001 says why
+    if staging is None:
+        return []
+    return [
+        Warning(
+            f"{staging.describe()} (MAILQUEUE['STAGING'] is set).",
+            hint="Right for a staging site; on the production site remove "
+            "MAILQUEUE['STAGING'], or silence mailqueue.W007 where it is meant.",
+            id="mailqueue.W007",
+        )
+    ]
+
+
+@register("mailqueue", deploy=True)
 def check_stores(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """Ask each network store's server whether it can keep the queue's promises (``--deploy``)."""
     return _verify_stores(local=False)

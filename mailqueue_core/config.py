@@ -16,6 +16,8 @@ from mailqueue_core.errors import ConfigurationError, reject_unknown_keys
 from mailqueue_core.locations import redact_value
 from mailqueue_core.policy import RetryPolicy
 from mailqueue_core.ratelimit import RateLimit
+from mailqueue_core.staging import ALLOWED as STAGING_ALLOWED
+from mailqueue_core.staging import Staging
 
 __all__ = ["ALLOWED", "DEFAULTS", "Config"]
 
@@ -32,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_MESSAGE_SIZE": 10_485_760,
     "ON_COMMIT": False,
     "RATE_LIMIT": None,
+    "STAGING": None,
 }
 
 #: What each key takes, said by the system check beside the error (``mailqueue.E001``).
@@ -52,6 +55,7 @@ ALLOWED: dict[str, str] = {
     "ON_COMMIT": "False, True, or a database alias (a string)",
     "RATE_LIMIT": "None, or a dict with any of MESSAGES ('50/s', '600/m', '1000/h'), "
     "BURST (>= 1), DOMAINS ({domain: rate}) and CONNECTIONS (a positive integer)",
+    "STAGING": STAGING_ALLOWED,
 }
 _RETRY_KEYS = {"FIRST": "first", "FACTOR": "factor", "MAX": "max", "JITTER": "jitter"}
 
@@ -108,6 +112,8 @@ class Config:
     on_commit: str | None = None
     """The database alias whose transaction commit enqueues the mail, or None."""
     rate_limit: RateLimit | None = None
+    staging: Staging | None = None
+    """``STAGING``: whom mail may reach (see :mod:`mailqueue_core.staging`)."""
 
     def __repr__(self) -> str:
         # Shown in tracebacks' local variables (Django's error pages and ADMINS mails):
@@ -165,6 +171,7 @@ class Config:
             max_message_size=_number(merged, "MAX_MESSAGE_SIZE", integer=True),
             on_commit=_on_commit(merged["ON_COMMIT"]),
             rate_limit=_rate_limit(merged["RATE_LIMIT"]),
+            staging=Staging.from_settings(merged["STAGING"]),
         )
 
 

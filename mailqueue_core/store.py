@@ -25,7 +25,17 @@ import enum
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
-__all__ = ["Capability", "Claim", "DeadLetter", "Record", "Stats", "Store"]
+__all__ = [
+    "Capability",
+    "Claim",
+    "DeadLetter",
+    "Entry",
+    "Page",
+    "Record",
+    "State",
+    "Stats",
+    "Store",
+]
 
 
 class Capability(str, enum.Enum):
@@ -56,6 +66,14 @@ class Capability(str, enum.Enum):
     touches no network, so ``manage.py check`` runs it at every start (a
     store that cannot be opened is an error before the first ``send_mail``).
     A network store's ``verify`` runs under ``check --deploy`` only."""
+    BROWSE = "browse"
+    """Lists the records of each state a page at a time and acts on single
+    records: :meth:`Store.browse`, :meth:`Store.get`, :meth:`Store.delete`
+    and :meth:`Store.send_now` (the operator's console and the ``list``,
+    ``show``, ``send-now`` and ``delete`` commands)."""
+    PAUSE = "pause"
+    """Keeps a pause flag for the namespace, seen by every flusher
+    (:meth:`Store.paused`, :meth:`Store.set_paused`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +124,54 @@ class DeadLetter:
     lost: bool = False
     """True for a message the store knows existed but can no longer read
     (a memcached eviction): ``record.data`` is then empty."""
+
+
+class State(str, enum.Enum):
+    """Where a record is, as :meth:`Store.browse` lists it."""
+
+    READY = "ready"
+    """Due now and not held by a claim."""
+    SCHEDULED = "scheduled"
+    """Waiting for a later due time (a retry's backoff, a send time)."""
+    IN_FLIGHT = "in-flight"
+    """Held by a claim whose lease has not expired."""
+    STUCK = "stuck"
+    """Held by a claim whose lease expired: its flusher died or hung."""
+    DEAD = "dead"
+    """A dead letter, lost ones included."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One record as the console sees it: the record, its state, and the
+    times that state has.
+
+    For a queued record, ``record.due`` is its due time (for a claimed one,
+    the due time it had before the claim) and ``expires`` the claim's lease
+    expiry (None when not claimed). For a dead letter, ``buried`` and
+    ``reason`` are set, and ``lost`` says that only what the store's indexes
+    knew is left (``record.data`` is then ``b""``).
+    """
+
+    record: Record
+    state: State
+    expires: float | None = None
+    buried: float | None = None
+    reason: str | None = None
+    lost: bool = False
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+
+@dataclasses.dataclass(frozen=True)
+class Page:
+    """A page of :meth:`Store.browse`: the entries, and the cursor that asks for
+    the next page (None when this page is the last)."""
+
+    entries: list[Entry]
+    cursor: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -302,6 +368,70 @@ class Store(abc.ABC):
     def release_slot(self, name: str, token: str) -> None:
         """Give a slot back; an unknown or expired token is ignored."""
         raise NotImplementedError(f"{type(self).__name__} keeps no rate limits")
+
+    # -- optional: the console (capability "browse") ----------------------------
+
+    def browse(
+        self,
+        state: State,
+        now: float,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        newest_first: bool = False,
+    ) -> Page:
+        """One page of the records in ``state`` at ``now``, at most ``limit``.
+
+        Order: by the state's own time, oldest first (``newest_first``
+        reverses it), ties by id: ``record.due`` for ready and scheduled
+        records, the lease expiry for in-flight and stuck ones, the burial
+        time for dead letters. ``cursor`` is the previous page's
+        :attr:`Page.cursor` (an opaque string the store makes; it MUST stay
+        usable when records are added or removed meanwhile, and MUST NOT
+        repeat an entry or skip one that stayed in the state throughout; one
+        the store did not make raises :class:`ValueError`). A page MUST cost
+        about the same at the millionth record as at the first: no count or
+        scan of the records before the cursor. A page MAY hold
+        fewer than ``limit`` entries and still have a next page. A record
+        that cannot be read whole is listed with ``record.damage`` set, never
+        raised. Reads only: it changes nothing.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot list its records")
+
+    def get(self, record_id: str, now: float) -> Entry | None:
+        """The record ``record_id`` (queued or dead) with its state at ``now``,
+        or None when the store holds no such record. Changes nothing."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list its records")
+
+    def delete(self, ids: Iterable[str], now: float) -> int:
+        """Delete queued records and dead letters by id; return how many.
+
+        A record held by a live lease (in flight at ``now``) MUST NOT be
+        deleted: its flusher may be sending it. A stuck one may be. Unknown
+        ids are ignored. Each record goes whole or not at all.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot list its records")
+
+    def send_now(self, ids: Iterable[str], now: float) -> int:
+        """Make queued records due at ``now`` (a scheduled one, or one waiting
+        for its next try), keeping their attempts; return how many changed.
+
+        A record held by a claim, a record already due and an unknown id are
+        left alone (not counted). Dead letters are brought back by
+        :meth:`revive`, not by this.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot list its records")
+
+    # -- optional: pausing delivery (capability "pause") ------------------------
+
+    def paused(self) -> bool:
+        """Whether delivery from this namespace is paused. Cheap (one round trip)."""
+        return False
+
+    def set_paused(self, paused: bool) -> None:
+        """Pause or resume delivery for every flusher of this namespace. MUST
+        be durable as the records are, and shared as they are."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no pause flag")
 
     # -- optional: the server can keep the promises ------------------------------
 

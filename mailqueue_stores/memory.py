@@ -15,9 +15,11 @@ Options
     like every store's options (anything else is an error listing it).
 
 Capabilities and what it can lose
-    ``rate_limit`` (within the process). Not shared, nothing durable: every
-    queued message is lost when the process exits. Use ``sqlite`` on one
-    machine, ``redis`` on several.
+    ``rate_limit`` (within the process), ``browse`` and ``pause``. Not shared,
+    nothing durable: every queued message is lost when the process exits. Use
+    ``sqlite`` on one machine, ``redis`` on several. A page of ``browse`` sorts
+    the state's records in memory (it costs in proportion to the queue): this
+    store is for tests and small in-process queues.
 """
 
 from __future__ import annotations
@@ -28,10 +30,21 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
+from mailqueue_core.cursors import decode_cursor, encode_cursor
 from mailqueue_core.errors import LeaseLost
 from mailqueue_core.options import read_options, split_query
 from mailqueue_core.ratelimit import LocalLimits
-from mailqueue_core.store import Capability, Claim, DeadLetter, Record, Stats, Store
+from mailqueue_core.store import (
+    Capability,
+    Claim,
+    DeadLetter,
+    Entry,
+    Page,
+    Record,
+    State,
+    Stats,
+    Store,
+)
 
 _queues: dict[tuple[str, str], _Queue] = {}
 _queues_lock = threading.Lock()
@@ -55,6 +68,7 @@ class _Queue:
         self.seq = 0
         self.dead: dict[str, DeadLetter] = {}
         self.limits = LocalLimits()
+        self.paused = False
 
     def push(self, record: Record) -> None:
         self.seq += 1
@@ -67,7 +81,9 @@ class MemoryOptions:
 
 
 class MemoryStore(Store):
-    capabilities = frozenset({Capability.RATE_LIMIT, Capability.LOCAL})
+    capabilities = frozenset(
+        {Capability.RATE_LIMIT, Capability.LOCAL, Capability.BROWSE, Capability.PAUSE}
+    )
 
     def __init__(self, location: str = "memory://", **options: object) -> None:
         bare, query = split_query(location, "memory store")
@@ -209,3 +225,85 @@ class MemoryStore(Store):
 
     def release_slot(self, name: str, token: str) -> None:
         self._q.limits.release_slot(name, token)
+
+    # -- the console ---------------------------------------------------------------
+
+    def _entry(self, mid: str, now: float) -> Entry | None:
+        live = self._q.live.get(mid)
+        if live is not None:
+            if live.token is not None:
+                state = State.IN_FLIGHT if live.expires > now else State.STUCK
+                record = replace(live.record, due=live.due)
+                return Entry(record, state, expires=live.expires)
+            state = State.SCHEDULED if live.record.due > now else State.READY
+            return Entry(live.record, state)
+        letter = self._q.dead.get(mid)
+        if letter is None:
+            return None
+        return Entry(letter.record, State.DEAD, buried=letter.buried, reason=letter.reason)
+
+    def browse(
+        self,
+        state: State,
+        now: float,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        newest_first: bool = False,
+    ) -> Page:
+        after = None if cursor is None else decode_cursor(cursor)
+        with self._q.lock:
+            ids = list(self._q.live) if state is not State.DEAD else list(self._q.dead)
+            entries = [e for e in (self._entry(mid, now) for mid in ids) if e]
+        keyed = [(_order_key(e), e) for e in entries if e.state is state]
+        if after is not None:
+            keyed = [(k, e) for k, e in keyed if (k < after if newest_first else k > after)]
+        keyed.sort(key=lambda item: item[0], reverse=newest_first)
+        page = [e for _, e in keyed[: limit + 1]]
+        if len(page) <= limit:
+            return Page(page)
+        last = page[limit - 1]
+        return Page(page[:limit], encode_cursor(*_order_key(last)))
+
+    def get(self, record_id: str, now: float) -> Entry | None:
+        with self._q.lock:
+            return self._entry(record_id, now)
+
+    def delete(self, ids: Iterable[str], now: float) -> int:
+        deleted = 0
+        with self._q.lock:
+            for mid in set(ids):
+                live = self._q.live.get(mid)
+                if live is not None and not (live.token is not None and live.expires > now):
+                    del self._q.live[mid]  # its heap item is skipped as stale
+                    deleted += 1
+                elif self._q.dead.pop(mid, None) is not None:
+                    deleted += 1
+        return deleted
+
+    def send_now(self, ids: Iterable[str], now: float) -> int:
+        changed = 0
+        with self._q.lock:
+            for mid in set(ids):
+                live = self._q.live.get(mid)
+                if live is None or live.token is not None or live.record.due <= now:
+                    continue
+                live.record = replace(live.record, due=now)
+                self._q.push(live.record)
+                changed += 1
+        return changed
+
+    def paused(self) -> bool:
+        return self._q.paused
+
+    def set_paused(self, paused: bool) -> None:
+        self._q.paused = paused
+
+
+def _order_key(entry: Entry) -> tuple[float, str]:
+    """Where ``entry`` sorts within its state (see :meth:`Store.browse`)."""
+    if entry.state is State.DEAD:
+        return (entry.buried or 0.0, entry.id)
+    if entry.expires is not None:
+        return (entry.expires, entry.id)
+    return (entry.record.due, entry.id)

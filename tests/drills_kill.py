@@ -126,12 +126,22 @@ class Flushers:
             process.kill_group()  # a frozen one is let run first, or it could not die
 
 
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    """Wait, bounded, for a condition that no event announces; fail saying what."""
+def wait_until(
+    check: Callable[[], bool],
+    what: str,
+    timeout: float = 30.0,
+    watched: FlusherProcess | None = None,
+) -> None:
+    """Wait, bounded, for a condition that no event announces; fail saying what
+    (and, for a ``watched`` flusher, whether it still runs and what it logged)."""
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+            detail = ""
+            if watched is not None:
+                state = "running" if watched.running else f"exited {watched.popen.returncode}"
+                detail = f"; the flusher is {state}, its log:\n{watched.stderr()}"
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}{detail}")
         time.sleep(POLL)
 
 

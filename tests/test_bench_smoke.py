@@ -13,6 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.drill
+
 ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = ("enqueue", "flush", "scale-out", "claim", "size", "target")
 

@@ -89,12 +89,12 @@ def test_store_check_warns_when_the_store_cannot_be_reached(verify_plugins):
     assert "run 'manage.py check --deploy' where the site runs" in warning.hint
 
 
-def test_store_check_leaves_bad_settings_to_the_other_checks():
+def test_store_check_leaves_bad_settings_to_the_other_checks(tmp_path):
     with override_settings(MAILQUEUE={"STORE": "nosuch://"}):
         assert ids(deploy_checks()) == ["mailqueue.E002"]
     with override_settings(MAILQUEUE={"STORE": "memory://", "BOGUS": 1}):
         assert ids(deploy_checks()) == ["mailqueue.E001"]
-    with override_settings(MAILQUEUE={"STORE": "sqlite:////tmp/x.db"}):
+    with override_settings(MAILQUEUE={"STORE": f"sqlite:///{tmp_path}/queue.db"}):
         assert deploy_checks() == []  # the default verify() checks nothing
     with legacy_email_settings(
         MAILQUEUE=None, EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend"

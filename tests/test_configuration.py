@@ -180,12 +180,14 @@ def ids(messages):
     return sorted(m.id for m in messages)
 
 
-def test_checks_report_bad_settings():
+def test_checks_report_bad_settings(tmp_path):
     with override_settings(MAILQUEUE={"STORE": "memory://", "BOGUS": 1}):
         assert ids(run_checks(tags=["mailqueue"])) == ["mailqueue.E001"]
     with override_settings(MAILQUEUE={"STORE": "nosuch://"}):
         assert ids(run_checks(tags=["mailqueue"])) == ["mailqueue.E002"]
-    with override_settings(MAILQUEUE={"STORE": "sqlite:////tmp/x.db", "TRANSPORT": "pigeon"}):
+    with override_settings(
+        MAILQUEUE={"STORE": f"sqlite:///{tmp_path}/queue.db", "TRANSPORT": "pigeon"}
+    ):
         assert ids(run_checks(tags=["mailqueue"])) == ["mailqueue.E003"]
     with override_settings(MAILQUEUE={"STORE": "memory://"}):
         assert ids(run_checks(tags=["mailqueue"])) == ["mailqueue.W001"]
@@ -228,7 +230,7 @@ def capability_plugins(tmp_path, monkeypatch):
     )
 
 
-def test_store_warnings_follow_capabilities_not_names(capability_plugins):
+def test_store_warnings_follow_capabilities_not_names(capability_plugins, tmp_path):
     def only(store):
         with override_settings(MAILQUEUE={"STORE": store}):
             (message,) = run_checks(tags=["mailqueue"])
@@ -244,12 +246,16 @@ def test_store_warnings_follow_capabilities_not_names(capability_plugins):
     with override_settings(MAILQUEUE={"STORE": "shared://x"}):
         assert run_checks(tags=["mailqueue"]) == []
     with override_settings(
-        MAILQUEUE={"STORE": "sqlite:////tmp/x.db", "MAX_AGE": 30, "RETRY": {"FIRST": 60}}
+        MAILQUEUE={
+            "STORE": f"sqlite:///{tmp_path}/queue.db",
+            "MAX_AGE": 30,
+            "RETRY": {"FIRST": 60},
+        }
     ):
         assert ids(run_checks(tags=["mailqueue"])) == ["mailqueue.W002"]
     with override_settings(
         MAILQUEUE={
-            "STORE": "sqlite:////tmp/x.db",
+            "STORE": f"sqlite:///{tmp_path}/queue.db",
             "TRANSPORT": "django:mailqueue_core.backend.EmailBackend",
         }
     ):

@@ -20,6 +20,8 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from mailqueue_core.flusher import Flusher
 from mailqueue_core.plugins import make_store
 from mailqueue_core.testing.smtpserver import FaultySMTPServer
@@ -27,6 +29,8 @@ from mailqueue_transports.smtp import SMTPTransport
 from tests.drills import queue_numbered
 from tests.drills_kill import Flushers, Tally, closing_store, kill_at_random, write_settings
 from tests.servers.redis import RedisServer
+
+pytestmark = pytest.mark.drill
 
 SEED = int(os.environ.get("MAILQUEUE_DRILL_SEED", "5"))
 KILLS = 20

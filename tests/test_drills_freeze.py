@@ -30,6 +30,8 @@ from mailqueue_transports.smtp import SMTPTransport
 from tests.drills import delivered_counts, queue_numbered
 from tests.drills_kill import Flushers, closing_store, wait_until, write_settings
 
+pytestmark = pytest.mark.drill
+
 MESSAGES = 40
 LEASE = 2  # seconds: short, so that the frozen flusher's lease runs out in real time
 BATCH = 5  # the frozen flusher holds one message in hand and four more claims

@@ -9,10 +9,14 @@ from __future__ import annotations
 import time
 import uuid
 
+import pytest
+
 from mailqueue_core.flusher import Flusher
 from mailqueue_core.plugins import make_store
 from mailqueue_transports.smtp import SMTPTransport
 from tests.drills import finish, kill, queue_numbered, start_flushers, tally
+
+pytestmark = pytest.mark.drill
 
 
 def test_three_flushers_deliver_2000_exactly_once(memcached_server, smtp):

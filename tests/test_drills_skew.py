@@ -19,6 +19,8 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from mailqueue_core.flusher import Flusher
 from mailqueue_core.plugins import make_store
 from mailqueue_core.testing.smtpserver import FaultySMTPServer
@@ -31,6 +33,8 @@ from tests.drills_kill import (
     wait_for_deliveries,
     write_settings,
 )
+
+pytestmark = pytest.mark.drill
 
 MESSAGES = 24
 SKEW = 400.0

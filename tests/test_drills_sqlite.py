@@ -24,6 +24,8 @@ from mailqueue_transports.smtp import SMTPTransport
 from tests.drills import finish, kill, queue_numbered, start_flushers, tally
 from tests.test_sqlite_full_disk import small_tmpfs
 
+pytestmark = pytest.mark.drill
+
 
 def test_four_flushers_deliver_each_of_2000_exactly_once(tmp_path, smtp):
     url = f"sqlite:///{tmp_path}/queue.db"

@@ -235,6 +235,7 @@ def test_sighup_gives_the_batch_back_and_the_flusher_goes_on(tmp_path, smtp, loo
         wait_until(
             lambda: flusher.stderr().count("starting over (SIGHUP): checking") >= workers,
             "every worker to start over",
+            watched=flusher,
         )
         smtp.wait_for(total, timeout=60)
         if loop:

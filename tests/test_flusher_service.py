@@ -249,3 +249,32 @@ def test_a_failed_ack_seen_on_a_stop_still_gives_the_rest_back(clock):
         flusher(store, transport, clock).flush(stop=stop)
     stats = store.stats(clock.now)
     assert (len(transport.sent), stats.ready, stats.in_flight) == (1, 2, 1)
+
+
+def test_start_over_ends_a_backoff_at_once(store, clock, caplog):
+    # A service backing off from a failing store (here a wait of an hour) tries
+    # again as soon as the operator says the store is fixed (SIGHUP).
+    caplog.set_level(logging.INFO, "mailqueue")
+    store.enqueue([record(created=clock.now)])
+    store.fetch_failures = 1
+    stop, start_over = threading.Event(), threading.Event()
+    service = flusher(store, ScriptedTransport(), clock)
+    thread = threading.Thread(
+        target=service.run,
+        args=(stop,),
+        kwargs={"interval": 3600, "start_over": start_over, "on_result": stop_after_sent(stop, 1)},
+    )
+    thread.start()
+    try:
+        for _ in range(500):
+            if any("trying again in 3600 s" in m for m in caplog.messages):
+                break
+            stop.wait(0.01)
+        start_over.set()
+        thread.join(10)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert stop.is_set() and not thread.is_alive()
+    assert store.stats(clock.now).ready == 0
+    assert any("starting over (SIGHUP)" in m for m in caplog.messages)

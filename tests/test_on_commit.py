@@ -69,8 +69,10 @@ def test_bad_on_commit_setting():
         send("x")
 
 
-def test_check_warns_about_on_commit_without_fallback():
+def test_check_warns_about_on_commit_without_fallback(tmp_path):
     from django.core.checks import run_checks
 
-    with override_settings(MAILQUEUE={"STORE": "sqlite:////tmp/x.db", "ON_COMMIT": True}):
+    with override_settings(
+        MAILQUEUE={"STORE": f"sqlite:///{tmp_path}/queue.db", "ON_COMMIT": True}
+    ):
         assert [m.id for m in run_checks(tags=["mailqueue"])] == ["mailqueue.W003"]

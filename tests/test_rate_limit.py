@@ -30,6 +30,7 @@ def max_in_any_window(times: list[float], window: float = 1.0) -> int:
     return max(bisect.bisect_left(times, t + window) - i for i, t in enumerate(times))
 
 
+@pytest.mark.drill
 def test_four_flushers_share_one_limit(redis_server, tmp_path):
     url = f"{redis_server.url}?namespace={uuid.uuid4().hex}"
     queue_numbered(url, TOTAL)

@@ -33,6 +33,8 @@ from mailqueue_core.testing.contract import LEASE, make_record
 from mailqueue_stores.redis import RedisStore
 from tests.servers.redis import Replicated, replication, wait_until
 
+pytestmark = pytest.mark.drill
+
 BATCH = 25
 
 

@@ -117,6 +117,7 @@ def test_memcached_store_model(memcached_server):
     run_store_model(lambda: MemcachedStore(memcached_server.url, namespace=fresh_namespace()))
 
 
+@pytest.mark.drill
 def test_memcached_store_model_on_two_servers(memcached_pair):
     """The same on two servers, where every message is also named in a journal."""
     url = "memcached://" + ",".join(s.address for s in memcached_pair)

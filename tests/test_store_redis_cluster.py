@@ -48,6 +48,7 @@ def test_scripts_come_back_after_flush_on_every_node(redis_cluster):
         s.ack(claim)
 
 
+@pytest.mark.drill
 def test_redis_cluster_store_model(redis_cluster):
     """The stateful model test through the Cluster client, each run in a namespace of its own."""
     run_store_model(lambda: RedisStore(redis_cluster.url, namespace=uuid.uuid4().hex))

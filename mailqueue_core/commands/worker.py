@@ -64,6 +64,7 @@ def build_flusher(conf: Config, store: Store, listener: ListenerFactory | None) 
         lease=conf.lease,
         listener=listener() if listener else None,
         limiter=limiter(conf, store),
+        staging=conf.staging,
     )
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "Buried",
     "DeferBatch",
     "Deferred",
+    "Dropped",
     "EndRun",
     "GiveBack",
     "GiveUp",
@@ -82,6 +83,14 @@ class Buried:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Dropped:
+    """Staging left the message no recipient (``STAGING`` with ``OTHERS:
+    "drop"``): ack it unsent."""
+
+    claim: Claim
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class DeferBatch:
     """The transport failed before any message was at fault: this claim and the
     rest of the batch are deferred."""
@@ -109,7 +118,7 @@ class EndRun(GiveBack):
 
 
 #: The outcomes recorded for the claim in hand, after which the batch goes on.
-Recorded: TypeAlias = Sent | Split | Deferred | Buried
+Recorded: TypeAlias = Sent | Split | Deferred | Buried | Dropped
 #: Everything handling one claim can come to.
 Outcome: TypeAlias = Recorded | DeferBatch | GiveBack
 

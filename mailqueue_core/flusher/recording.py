@@ -19,6 +19,7 @@ from mailqueue_core.flusher.acker import Acker
 from mailqueue_core.flusher.outcomes import (
     Buried,
     Deferred,
+    Dropped,
     GiveUp,
     Recorded,
     Sent,
@@ -101,6 +102,8 @@ class Recorder:
             self._sent(outcome)
         elif isinstance(outcome, Deferred):
             self._requeue(outcome)
+        elif isinstance(outcome, Dropped):
+            self.acker.ack(outcome.claim)
         else:
             self._bury(outcome)
 

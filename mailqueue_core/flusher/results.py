@@ -16,16 +16,20 @@ class FlushResult:
     deferred: int = 0
     buried: int = 0
     elapsed: float = 0.0
+    paused: bool = False
+    """The run found delivery paused (``mailqueue pause``) and sent nothing more."""
 
     def add(self, other: FlushResult) -> None:
         self.sent += other.sent
         self.deferred += other.deferred
         self.buried += other.buried
+        self.paused = other.paused
 
     def summary(self) -> str:
+        held = "; delivery is paused (mailqueue resume)" if self.paused else ""
         return (
             f"sent {self.sent}, deferred {self.deferred}, buried {self.buried} "
-            f"in {self.elapsed:.1f}s"
+            f"in {self.elapsed:.1f}s{held}"
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -22,6 +23,7 @@ from mailqueue_core.flusher.outcomes import (
     Buried,
     DeferBatch,
     Deferred,
+    Dropped,
     EndRun,
     GiveBack,
     Outcome,
@@ -110,6 +112,9 @@ class FlushRun:
             flusher.verify()
         else:
             flusher.verify_if_due()
+        if flusher.held_by_pause():
+            self.result.paused = True
+            return False
         size = self._room()
         claims = flusher.store.fetch_due(flusher.clock(), size, flusher.lease) if size else []
         if not claims:
@@ -250,20 +255,37 @@ class FlushRun:
         self.recorder.settle()
         if self.recorder.lease_lost:
             return _LEASE_LOST  # the previous ack was refused: send nothing more
-        if isinstance(decoded, Buried):
+        if isinstance(decoded, (Buried, Dropped)):
             return decoded
-        return self._wait_for_token(claim, decoded) or self._send(claim, decoded)
+        outgoing = decoded.message if isinstance(decoded, _Staged) else decoded
+        return self._wait_for_token(claim, outgoing) or self._send(claim, outgoing, decoded)
 
-    def _decode(self, claim: Claim) -> QueuedMessage | Buried:
-        """The message, rendered ahead of its send; or its burial when it cannot be read."""
+    def _decode(self, claim: Claim) -> QueuedMessage | _Staged | Buried | Dropped:
+        """The message, rendered ahead of its send (as ``STAGING`` makes it);
+        or its burial when it cannot be read."""
         if claim.record.damage is not None:
             return Buried(claim, None, f"damaged record: {claim.record.damage}")
         try:
             message = codec.decode(claim.record)
         except CodecError as exc:
             return Buried(claim, None, f"undecodable record: {exc}")
-        self.flusher.transport.prepare(message)
-        return message
+        staging = self.flusher.staging
+        if staging is None:
+            self.flusher.transport.prepare(message)
+            return message
+        staged = staging.apply(message)
+        if staged.dropped:
+            logger.warning(
+                "message %s: not sent to %s (STAGING drops recipients outside ALLOWED_DOMAINS)",
+                claim.id,
+                ", ".join(staged.dropped),
+            )
+        if staged.message is None:
+            if staged.refused:
+                return Buried(claim, message, str(next(iter(staged.refused.values()))))
+            return Dropped(claim)
+        self.flusher.transport.prepare(staged.message)
+        return _Staged(staged.message, staged.refused, message)
 
     def _wait_for_token(self, claim: Claim, message: QueuedMessage) -> EndRun | None:
         limiter = self.flusher.limiter
@@ -278,7 +300,9 @@ class FlushRun:
             "runs out; the next run tries again"
         )
 
-    def _send(self, claim: Claim, message: QueuedMessage) -> Outcome:
+    def _send(
+        self, claim: Claim, message: QueuedMessage, decoded: QueuedMessage | _Staged
+    ) -> Outcome:
         transport = self.flusher.transport
         self.sending = claim
         try:
@@ -297,6 +321,11 @@ class FlushRun:
                 claim.id,
             )
             return self._failed(claim, message, f"{type(exc).__name__}: {exc}")
+        if isinstance(decoded, _Staged) and decoded.refused:
+            # Staging refused some recipients of the original message: they
+            # are split off from it, dead, as refusals by the server would be.
+            refused = {**decoded.refused, **delivery.refused}
+            return Split(claim, decoded.original, dataclasses.replace(delivery, refused=refused))
         if delivery.refused:
             return Split(claim, message, delivery)
         return Sent(claim, message, delivery)
@@ -305,3 +334,13 @@ class FlushRun:
         """A transient failure: retried, or buried by the give-up rule."""
         now = self.flusher.clock()
         return after_failure(self.flusher.policy, claim.record, error, now).outcome(claim, message)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Staged:
+    """A message as ``STAGING`` made it, the recipients it refused, and the
+    message it was made from (which the refused ones are split off)."""
+
+    message: QueuedMessage
+    refused: dict[str, PermanentError]
+    original: QueuedMessage

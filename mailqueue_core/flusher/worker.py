@@ -11,6 +11,7 @@ from mailqueue_core.flusher.results import FlushListener, FlushResult
 from mailqueue_core.flusher.run import FlushRun
 from mailqueue_core.policy import RetryPolicy
 from mailqueue_core.ratelimit import RateLimiter
+from mailqueue_core.staging import Staging
 from mailqueue_core.store import Store
 from mailqueue_core.text import get_logger
 from mailqueue_core.transport import Transport
@@ -45,6 +46,7 @@ class Flusher:
         listener: FlushListener | None = None,
         limiter: RateLimiter | None = None,
         verify_every: float = 60.0,
+        staging: Staging | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -59,7 +61,10 @@ class Flusher:
         self.listener = listener or FlushListener()
         self.limiter = limiter
         self.verify_every = verify_every
+        #: ``MAILQUEUE["STAGING"]``: whom mail may reach (see :mod:`mailqueue_core.staging`).
+        self.staging = staging
         self._verified: float | None = None
+        self._paused: bool | None = None
         # Stop sending a claim this long before its lease runs out, so that a
         # send in progress cannot overlap another flusher's claim.
         self.margin = min(lease / 5, 60.0)
@@ -84,6 +89,17 @@ class Flusher:
         # A clock that went back also calls for a check: its interval is unknown.
         if last is None or not last <= now < last + self.verify_every:
             self.verify()
+
+    def held_by_pause(self) -> bool:
+        """Whether delivery is paused (:meth:`Store.paused`); says so when that changes."""
+        paused = self.store.paused()
+        if paused != self._paused:
+            if paused:
+                logger.warning("delivery is paused: nothing is sent until `mailqueue resume`")
+            elif self._paused is not None:
+                logger.warning("delivery resumed")
+            self._paused = paused
+        return paused
 
     # -- the loop ---------------------------------------------------------------
 
@@ -137,8 +153,9 @@ class Flusher:
         total = FlushResult()
         start = time.monotonic()
         failures = 0
+        start_over = start_over or threading.Event()
         while not stop.is_set():
-            current = FlushRun(self, stop=stop, start_over=start_over or threading.Event())
+            current = FlushRun(self, stop=stop, start_over=start_over)
             wait = interval
             try:
                 current.execute()
@@ -155,9 +172,24 @@ class Flusher:
             total.add(result)
             if on_result is not None and (result.sent or result.deferred or result.buried):
                 on_result(result)
-            stop.wait(wait)
+            _sleep(wait, stop, start_over)
         total.elapsed = time.monotonic() - start
         return total
+
+
+#: How often a service waiting for its next run looks whether SIGHUP came.
+START_OVER_CHECK = 0.05
+
+
+def _sleep(seconds: float, stop: threading.Event, start_over: threading.Event) -> None:
+    """Wait ``seconds`` between runs; a stop ends the wait, and so does a start
+    over (SIGHUP), so that a service backing off from a failing store tries
+    again at once when the operator says the store is fixed."""
+    deadline = time.monotonic() + seconds
+    while not start_over.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0 or stop.wait(min(left, START_OVER_CHECK)):
+            return
 
 
 def _report_failure(exc: Exception, failures: int, wait: float) -> None:

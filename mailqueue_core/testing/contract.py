@@ -39,6 +39,7 @@ import pytest
 
 from mailqueue_core.errors import LeaseLost
 from mailqueue_core.store import Capability, Claim, Record, Store
+from mailqueue_core.testing.console_contract import ConsoleContract
 
 __all__ = ["Damage", "StoreContract", "make_record"]
 
@@ -77,7 +78,7 @@ class Damage(enum.Enum):
     """A field holds a value of the wrong type (``attempts = "1.5"``, a key of another type)."""
 
 
-class StoreContract:
+class StoreContract(ConsoleContract):
     """Every promise of :class:`mailqueue_core.store.Store`, as tests."""
 
     def damage(self, store: Store, record_id: str, how: Damage) -> None:
