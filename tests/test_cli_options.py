@@ -33,6 +33,7 @@ DEFAULTS = {
     ("status", "--max-stuck"): "(default: 0)",
     ("dead", "--limit"): "(default: 100)",
     ("purge", "--older-than"): "(required)",
+    ("list", "--state"): "(required)",
 }
 RST = re.compile(r"``|:(doc|ref|class|meth|mod|attr):`")
 

@@ -3,7 +3,8 @@
 ``flush`` delivers (:mod:`.flush`, its workers in :mod:`.worker` and
 :mod:`.processes`, the signals it answers in :mod:`.interrupts`); ``status``
 counts, ``dead`` lists dead letters, ``retry`` revives them and ``purge``
-deletes old ones (:mod:`.inspect`). Everything printed goes through
+deletes old ones (:mod:`.inspect`); ``list``, ``show``, ``send-now``, ``delete``,
+``pause`` and ``resume`` are the console's verbs (:mod:`.console`). Everything printed goes through
 :mod:`.output`, which escapes control characters. Exit status: 0 when the run
 completed (whatever each message's outcome), 1 when the store or the
 configuration failed; ``status --check`` exits 1 when a threshold is crossed
@@ -23,6 +24,7 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
+from mailqueue_core.commands import console as _console
 from mailqueue_core.commands import flush as _flush
 from mailqueue_core.commands import inspect as _inspect
 from mailqueue_core.commands.arguments import HelpFormatter, parse_duration
@@ -94,8 +96,8 @@ SUBCOMMANDS = (
         "send dead letters again",
         "Move dead letters back to the queue, due now, with their attempts reset and a\n"
         "full MAX_AGE ahead; the next flush sends them. Fix the cause first: a message\n"
-        "refused with a 5xx is refused again. (A deferred message waits for its retry\n"
-        "time; nothing sends it earlier yet.)",
+        "refused with a 5xx is refused again. A deferred message is sent earlier with\n"
+        "'send-now'.",
         _inspect.add_retry_arguments,
         _inspect.retry,
     ),
@@ -105,6 +107,67 @@ SUBCOMMANDS = (
         "Delete the dead letters buried more than AGE ago. Nothing else deletes them.",
         _inspect.add_purge_arguments,
         _inspect.purge,
+    ),
+    Subcommand(
+        "list",
+        "list the messages in one state, a page at a time",
+        "List the messages in one state (ready, scheduled, in-flight, stuck, dead), oldest\n"
+        "first: id, when it is due (or its lease ends, or it was buried), age, recipients,\n"
+        "subject, attempts, last error. When there is more, the last line is the command\n"
+        "for the next page (--cursor). --search keeps the messages with TEXT in a\n"
+        "recipient, the subject, the Message-ID or the id; it reads at most --budget\n"
+        "messages per call, so on a deep queue it is a bounded scan that goes on with\n"
+        "--cursor.\n\n"
+        "Exit status: 1 when the store cannot list its messages or the cursor is not one\n"
+        "it gave.",
+        _console.add_list_arguments,
+        _console.list_messages,
+    ),
+    Subcommand(
+        "show",
+        "show one message: envelope, headers, bodies, attachments",
+        "Show one queued message or dead letter: its state and times, envelope, headers,\n"
+        "text and HTML bodies (the HTML as its source), and its attachments (name, type,\n"
+        "size; never their content).\n\n"
+        "Exit status: 1 when there is no message with that id.",
+        _console.add_show_arguments,
+        _console.show,
+    ),
+    Subcommand(
+        "send-now",
+        "make scheduled messages due now",
+        "Make scheduled messages (a retry's wait, a send time) due now, keeping their\n"
+        "attempts; the next flush sends them. A message held by a flusher is left alone;\n"
+        "a dead letter is sent again with 'retry'.\n\n"
+        "Exit status: 1 when a message named was left as it was (unknown, dead, held by\n"
+        "a flusher); one already due is fine.",
+        _console.add_send_now_arguments,
+        _console.send_now,
+    ),
+    Subcommand(
+        "delete",
+        "delete queued messages or dead letters",
+        "Delete queued messages or dead letters for good. A message in flight (a flusher\n"
+        "holds it and may be sending it) is never deleted: it is named on stderr.\n\n"
+        "Exit status: 1 when a message named was not deleted (unknown, in flight).",
+        _console.add_delete_arguments,
+        _console.delete,
+    ),
+    Subcommand(
+        "pause",
+        "hold delivery: flushers send nothing until resume",
+        "Pause delivery for this queue (its namespace): every flusher, on every machine,\n"
+        "holds delivery until 'resume'. The site goes on queueing mail; 'status' says\n"
+        "delivery is PAUSED.",
+        _console.add_pause_arguments,
+        _console.pause,
+    ),
+    Subcommand(
+        "resume",
+        "let flushers deliver again after pause",
+        "Resume delivery after 'pause': the next flush delivers what is due.",
+        _console.add_pause_arguments,
+        _console.resume,
     ),
 )
 _HANDLERS = {sub.name: sub.handler for sub in SUBCOMMANDS}

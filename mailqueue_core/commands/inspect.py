@@ -6,7 +6,8 @@ in the fallback store) and 2 when the store cannot be reached. None of them
 creates a queue: where there is none, the store says so, naming its location.
 
 ``status`` shows when the next scheduled message is due where the store tells
-(:attr:`~mailqueue_core.store.Stats.next_due`, optional in the contract).
+(:attr:`~mailqueue_core.store.Stats.next_due`, optional in the contract), and
+says when delivery is paused (:meth:`~mailqueue_core.store.Store.paused`).
 """
 
 from __future__ import annotations
@@ -111,15 +112,22 @@ def status(
     now = time.time()
     try:
         stats = store.stats(now)
+        paused = store.paused()
     finally:
         store.close()
     data = stats.as_dict()
+    data["paused"] = paused
+    data["staging"] = None if conf.staging is None else conf.staging.describe()
     fallback = _fallback_stats(conf, stderr, now)
     if fallback is not None:
         data["fallback"] = fallback.as_dict()
     if options.json:
         say(stdout, json.dumps(data, sort_keys=True))
     else:
+        if paused:
+            say(stdout, "delivery is PAUSED: flushers send nothing until 'resume'")
+        if conf.staging is not None:
+            say(stdout, conf.staging.describe())
         _print_stats(stats, now, stdout)
         if fallback is not None:
             say(stdout, "fallback store:")
@@ -127,6 +135,9 @@ def status(
     if not options.check:
         return 0
     problems = _problems(options, stats, fallback)
+    if paused:
+        # A pause forgotten is mail held for ever: monitoring hears of it.
+        problems.insert(0, "delivery is paused ('resume' sends again)")
     for problem in problems:
         say(stderr, f"mailqueue: {problem}")
     return 1 if problems else 0

@@ -59,7 +59,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 class Command(BaseCommand):
     help = (
-        "Deliver queued mail (flush) and look after the queue (status, dead, retry, purge). "
+        "Deliver queued mail (flush) and look after the queue (status, list, show, send-now, "
+        "delete, pause, resume, dead, retry, purge). "
         "'manage.py mailqueue SUBCOMMAND --help' says more about each."
     )
 
