@@ -32,14 +32,17 @@ from typing import Any
 from mailqueue_core import codec
 from mailqueue_core.errors import CodecError
 from mailqueue_core.message import Attachment, MimePart, Part, QueuedMessage
-from mailqueue_core.store import Entry, State, Store
+from mailqueue_core.store import Entry, SentRecord, State, Store
 
 __all__ = [
     "BUDGET",
     "AttachmentInfo",
     "Found",
+    "SentFound",
     "Summary",
     "search",
+    "search_sent",
+    "sent_matches",
     "summarize",
 ]
 
@@ -409,3 +412,59 @@ def search(
         if page.cursor is None:
             return Found(matches, None, examined)
         page_cursor = page.cursor
+
+
+# -- the sent log ------------------------------------------------------------------------
+
+
+def sent_matches(record: SentRecord, text: str) -> bool:
+    """Whether ``text`` is in a recipient, the subject, the Message-ID, the
+    provider's id or the queue id of a sent log record (case-insensitive)."""
+    needle = text.casefold()
+    fields = (
+        *record.recipients,
+        record.subject,
+        record.message_id or "",
+        record.provider_id or "",
+        record.id,
+    )
+    return any(needle in field.casefold() for field in fields)
+
+
+@dataclasses.dataclass(frozen=True)
+class SentFound:
+    """What one :func:`search_sent` call found."""
+
+    matches: list[SentRecord]
+    cursor: str | None
+    """The sent log's cursor to go on from; None at the log's end."""
+    examined: int
+
+
+def search_sent(
+    store: Store,
+    now: float,
+    text: str,
+    *,
+    limit: int = 50,
+    cursor: str | None = None,
+    budget: int = BUDGET,
+) -> SentFound:
+    """Sent log records, newest first, that :func:`sent_matches` ``text``.
+
+    Reads the log a page at a time from ``cursor`` and stops after the page on
+    which ``limit`` matches were reached or ``budget`` records were read, so the
+    cursor it returns is the store's own and nothing is skipped; the last page
+    may add a few matches beyond ``limit``.
+    """
+    if limit < 1 or budget < 1:
+        raise ValueError("limit and budget must be at least 1")
+    matches: list[SentRecord] = []
+    examined = 0
+    while True:
+        page = store.sent_log(now, limit=min(PAGE, budget - examined), cursor=cursor)
+        examined += len(page.entries)
+        matches += [record for record in page.entries if sent_matches(record, text)]
+        cursor = page.cursor
+        if cursor is None or len(matches) >= limit or examined >= budget:
+            return SentFound(matches, cursor, examined)

@@ -16,6 +16,8 @@ from mailqueue_core.errors import ConfigurationError, reject_unknown_keys
 from mailqueue_core.locations import redact_value
 from mailqueue_core.policy import RetryPolicy
 from mailqueue_core.ratelimit import RateLimit
+from mailqueue_core.sentlog import ALLOWED as SENT_LOG_ALLOWED
+from mailqueue_core.sentlog import SentLog
 from mailqueue_core.staging import ALLOWED as STAGING_ALLOWED
 from mailqueue_core.staging import Staging
 
@@ -35,6 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "ON_COMMIT": False,
     "RATE_LIMIT": None,
     "STAGING": None,
+    "SENT_LOG": None,
 }
 
 #: What each key takes, said by the system check beside the error (``mailqueue.E001``).
@@ -56,6 +59,7 @@ ALLOWED: dict[str, str] = {
     "RATE_LIMIT": "None, or a dict with any of MESSAGES ('50/s', '600/m', '1000/h'), "
     "BURST (>= 1), DOMAINS ({domain: rate}) and CONNECTIONS (a positive integer)",
     "STAGING": STAGING_ALLOWED,
+    "SENT_LOG": SENT_LOG_ALLOWED,
 }
 _RETRY_KEYS = {"FIRST": "first", "FACTOR": "factor", "MAX": "max", "JITTER": "jitter"}
 
@@ -114,6 +118,8 @@ class Config:
     rate_limit: RateLimit | None = None
     staging: Staging | None = None
     """``STAGING``: whom mail may reach (see :mod:`mailqueue_core.staging`)."""
+    sent_log: SentLog | None = None
+    """``SENT_LOG``: how long delivered mail is recorded (see :mod:`mailqueue_core.sentlog`)."""
 
     def __repr__(self) -> str:
         # Shown in tracebacks' local variables (Django's error pages and ADMINS mails):
@@ -172,6 +178,7 @@ class Config:
             on_commit=_on_commit(merged["ON_COMMIT"]),
             rate_limit=_rate_limit(merged["RATE_LIMIT"]),
             staging=Staging.from_settings(merged["STAGING"]),
+            sent_log=SentLog.from_settings(merged["SENT_LOG"]),
         )
 
 

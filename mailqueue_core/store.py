@@ -23,7 +23,7 @@ import abc
 import dataclasses
 import enum
 from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 __all__ = [
     "Capability",
@@ -32,6 +32,7 @@ __all__ = [
     "Entry",
     "Page",
     "Record",
+    "SentRecord",
     "State",
     "Stats",
     "Store",
@@ -74,6 +75,10 @@ class Capability(str, enum.Enum):
     PAUSE = "pause"
     """Keeps a pause flag for the namespace, seen by every flusher
     (:meth:`Store.paused`, :meth:`Store.set_paused`)."""
+    SENT_LOG = "sent_log"
+    """Keeps a record of delivered mail for a set time (``SENT_LOG``):
+    :meth:`Store.log_sent`, :meth:`Store.sent_log`, :meth:`Store.count_sent`
+    and :meth:`Store.prune_sent`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,11 +171,40 @@ class Entry:
 
 
 @dataclasses.dataclass(frozen=True)
-class Page:
-    """A page of :meth:`Store.browse`: the entries, and the cursor that asks for
-    the next page (None when this page is the last)."""
+class SentRecord:
+    """One delivered message in the sent log (capability ``sent_log``).
 
-    entries: list[Entry]
+    What the flusher knew when the transport accepted it: never the body,
+    unless ``SENT_LOG["BODY"]`` asks for it (``data`` is then the encoded
+    message, else ``b""``).
+    """
+
+    id: str
+    """The queue's id of the message (a split-off part has an id of its own)."""
+    sent: float
+    recipients: tuple[str, ...]
+    """The envelope recipients the transport accepted."""
+    subject: str = ""
+    message_id: str | None = None
+    """The Message-ID header, as a provider's bounce webhook quotes it."""
+    transport: str = ""
+    provider_id: str | None = None
+    attempts: int = 1
+    """Attempts it took, this one included."""
+    created: float = 0.0
+    data: bytes = b""
+
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class Page(Generic[T]):
+    """A page of :meth:`Store.browse` (entries) or :meth:`Store.sent_log`
+    (sent records), and the cursor that asks for the next page (None when
+    this page is the last)."""
+
+    entries: list[T]
     cursor: str | None = None
 
 
@@ -379,7 +413,7 @@ class Store(abc.ABC):
         limit: int = 50,
         cursor: str | None = None,
         newest_first: bool = False,
-    ) -> Page:
+    ) -> Page[Entry]:
         """One page of the records in ``state`` at ``now``, at most ``limit``.
 
         Order: by the state's own time, oldest first (``newest_first``
@@ -432,6 +466,37 @@ class Store(abc.ABC):
         """Pause or resume delivery for every flusher of this namespace. MUST
         be durable as the records are, and shared as they are."""
         raise NotImplementedError(f"{type(self).__name__} keeps no pause flag")
+
+    # -- optional: the sent log (capability "sent_log") ---------------------------
+
+    def log_sent(self, records: Sequence[SentRecord], expires: float) -> None:
+        """Add ``records`` to the sent log, to be kept until ``expires`` at least
+        (unless :meth:`prune_sent` deletes them first). A record whose ``id``
+        and ``sent`` are already logged MUST NOT be added twice. Called by the
+        flusher after the messages were acked, a batch at a time."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no sent log")
+
+    def sent_log(
+        self,
+        now: float,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        newest_first: bool = True,
+    ) -> Page[SentRecord]:
+        """One page of the sent log, newest first by default, ordered by
+        ``(sent, id)``; cursors as for :meth:`browse` (the same promises,
+        ValueError for one the store did not make, a page's cost independent
+        of the log's length). Records past their ``expires`` MAY be left out."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no sent log")
+
+    def count_sent(self, since: float) -> int:
+        """How many logged records were sent at ``since`` or later."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no sent log")
+
+    def prune_sent(self, sent_before: float) -> int:
+        """Delete the logged records sent before ``sent_before``; return how many."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no sent log")
 
     # -- optional: the server can keep the promises ------------------------------
 

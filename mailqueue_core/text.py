@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 
-__all__ = ["MAX_ERROR", "cap", "get_logger", "printable"]
+__all__ = ["MAX_ERROR", "cap", "duration", "get_logger", "printable"]
 
 #: The longest error reason a store keeps (characters).
 MAX_ERROR = 4000
@@ -63,3 +63,14 @@ def get_logger(name: str) -> logging.Logger:
     if _FILTER not in logger.filters:
         logger.addFilter(_FILTER)
     return logger
+
+
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> float:
+    """``3600``, ``90m``, ``12h``, ``7d`` -> seconds; ValueError for anything else."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration (use seconds, or 90m, 12h, 7d)")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]

@@ -15,7 +15,8 @@ Options
     like every store's options (anything else is an error listing it).
 
 Capabilities and what it can lose
-    ``rate_limit`` (within the process), ``browse`` and ``pause``. Not shared,
+    ``rate_limit`` (within the process), ``browse``, ``pause`` and
+    ``sent_log``. Not shared,
     nothing durable: every queued message is lost when the process exits. Use
     ``sqlite`` on one machine, ``redis`` on several. A page of ``browse`` sorts
     the state's records in memory (it costs in proportion to the queue): this
@@ -41,6 +42,7 @@ from mailqueue_core.store import (
     Entry,
     Page,
     Record,
+    SentRecord,
     State,
     Stats,
     Store,
@@ -69,6 +71,7 @@ class _Queue:
         self.dead: dict[str, DeadLetter] = {}
         self.limits = LocalLimits()
         self.paused = False
+        self.sent: dict[tuple[float, str], SentRecord] = {}
 
     def push(self, record: Record) -> None:
         self.seq += 1
@@ -82,7 +85,13 @@ class MemoryOptions:
 
 class MemoryStore(Store):
     capabilities = frozenset(
-        {Capability.RATE_LIMIT, Capability.LOCAL, Capability.BROWSE, Capability.PAUSE}
+        {
+            Capability.RATE_LIMIT,
+            Capability.LOCAL,
+            Capability.BROWSE,
+            Capability.PAUSE,
+            Capability.SENT_LOG,
+        }
     )
 
     def __init__(self, location: str = "memory://", **options: object) -> None:
@@ -295,6 +304,43 @@ class MemoryStore(Store):
 
     def paused(self) -> bool:
         return self._q.paused
+
+    # -- the sent log -------------------------------------------------------------------
+
+    def log_sent(self, records: Sequence[SentRecord], expires: float) -> None:
+        with self._q.lock:
+            for record in records:
+                self._q.sent.setdefault((record.sent, record.id), record)
+
+    def sent_log(
+        self,
+        now: float,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        newest_first: bool = True,
+    ) -> Page[SentRecord]:
+        after = None if cursor is None else decode_cursor(cursor)
+        with self._q.lock:
+            keys = sorted(self._q.sent, reverse=newest_first)
+            if after is not None:
+                keys = [k for k in keys if (k < after if newest_first else k > after)]
+            chosen = [self._q.sent[k] for k in keys[: limit + 1]]
+        if len(chosen) <= limit:
+            return Page(chosen)
+        last = chosen[limit - 1]
+        return Page(chosen[:limit], encode_cursor(last.sent, last.id))
+
+    def count_sent(self, since: float) -> int:
+        with self._q.lock:
+            return sum(1 for sent, _ in self._q.sent if sent >= since)
+
+    def prune_sent(self, sent_before: float) -> int:
+        with self._q.lock:
+            old = [key for key in self._q.sent if key[0] < sent_before]
+            for key in old:
+                del self._q.sent[key]
+        return len(old)
 
     def set_paused(self, paused: bool) -> None:
         self._q.paused = paused

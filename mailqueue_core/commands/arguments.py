@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import re
+
+from mailqueue_core.text import duration
 
 __all__ = ["HelpFormatter", "parse_duration", "positive_int", "threshold"]
-
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_duration(text: str) -> float:
     """``3600``, ``90m``, ``12h``, ``7d`` -> seconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
-    if not match:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a duration (use seconds, or 90m, 12h, 7d)"
-        )
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    try:
+        return duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _whole(text: str) -> int:

@@ -15,6 +15,7 @@ a message ``send-now`` finds already due is not one of those.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import shlex
@@ -22,7 +23,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-from mailqueue_core.browsing import BUDGET, Summary, search, summarize
+from mailqueue_core.browsing import BUDGET, Summary, search, search_sent, summarize
 from mailqueue_core.commands.arguments import positive_int
 from mailqueue_core.commands.inspect import _existing
 from mailqueue_core.commands.output import say
@@ -49,6 +50,7 @@ PAGE = 500
 _LACKS = {
     Capability.BROWSE: "list its messages or act on single ones",
     Capability.PAUSE: "pause delivery",
+    Capability.SENT_LOG: "keep a log of sent mail",
 }
 
 
@@ -56,10 +58,10 @@ def add_list_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--state",
         required=True,
-        choices=[state.value for state in State],
+        choices=[*(state.value for state in State), "sent"],
         help="which messages: ready (due now), scheduled (waiting for a later time), "
-        "in-flight (held by a flusher), stuck (held past the lease), dead "
-        "(required)",
+        "in-flight (held by a flusher), stuck (held past the lease), dead, or sent "
+        "(the sent log, newest first, when SENT_LOG is on) (required)",
     )
     parser.add_argument(
         "--search",
@@ -131,6 +133,8 @@ def _open(conf: Config, capability: Capability, command: str, stderr: TextIO) ->
 def list_messages(
     options: argparse.Namespace, conf: Config, stdout: TextIO, stderr: TextIO, _: Any
 ) -> int:
+    if options.state == "sent":
+        return _list_sent(options, conf, stdout, stderr)
     state = State(options.state)
     store = _open(conf, Capability.BROWSE, "list", stderr)
     if store is None:
@@ -177,6 +181,60 @@ def list_messages(
         say(stdout, _line(summary, now))
     if examined is not None:
         say(stdout, f"{len(summaries)} found among {examined} message(s) read")
+    if cursor is not None:
+        say(stdout, f"next page: {_next_page(options, cursor)}")
+    return 0
+
+
+def _list_sent(options: argparse.Namespace, conf: Config, stdout: TextIO, stderr: TextIO) -> int:
+    store = _open(conf, Capability.SENT_LOG, "list", stderr)
+    if store is None:
+        return 1
+    now = time.time()
+    examined: int | None = None
+    try:
+        if options.search is None:
+            page = store.sent_log(now, limit=options.limit, cursor=options.cursor)
+            records, cursor = page.entries, page.cursor
+        else:
+            found = search_sent(
+                store,
+                now,
+                options.search,
+                limit=options.limit,
+                cursor=options.cursor,
+                budget=options.budget,
+            )
+            records, cursor, examined = found.matches, found.cursor, found.examined
+    except ValueError as exc:
+        say(stderr, f"mailqueue list: --cursor is not one this queue gave: {exc}")
+        return 1
+    finally:
+        store.close()
+    if options.json:
+        rows = [
+            {**dataclasses.asdict(r), "recipients": list(r.recipients), "data": None}
+            for r in records
+        ]
+        doc: dict[str, Any] = {"entries": rows, "cursor": cursor}
+        if examined is not None:
+            doc["examined"] = examined
+        say(stdout, json.dumps(doc))
+        return 0
+    if not records:
+        matching = "" if options.search is None else f" with {options.search!r}"
+        say(stdout, f"no sent messages logged{matching}")
+    for record in records:
+        provider = f"  provider id {record.provider_id}" if record.provider_id else ""
+        say(
+            stdout,
+            f"{record.id}  sent {_relative(record.sent, now)}  to "
+            f"{_recipients(record.recipients)}  subject {_short(record.subject)!r}  "
+            f"{record.message_id or '(no Message-ID)'}  via {record.transport or '?'}  "
+            f"attempts {record.attempts}{provider}",
+        )
+    if examined is not None:
+        say(stdout, f"{len(records)} found among {examined} logged message(s) read")
     if cursor is not None:
         say(stdout, f"next page: {_next_page(options, cursor)}")
     return 0

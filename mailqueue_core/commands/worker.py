@@ -65,6 +65,7 @@ def build_flusher(conf: Config, store: Store, listener: ListenerFactory | None) 
         listener=listener() if listener else None,
         limiter=limiter(conf, store),
         staging=conf.staging,
+        sent_log=conf.sent_log,
     )
 
 

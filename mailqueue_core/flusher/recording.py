@@ -30,7 +30,8 @@ from mailqueue_core.flusher.outcomes import (
 from mailqueue_core.flusher.results import FlushListener, FlushResult
 from mailqueue_core.message import QueuedMessage
 from mailqueue_core.policy import RetryPolicy
-from mailqueue_core.store import Capability, Claim, Store
+from mailqueue_core.sentlog import SentLog
+from mailqueue_core.store import Capability, Claim, SentRecord, Store
 from mailqueue_core.text import cap, get_logger
 from mailqueue_core.transport import Transport
 
@@ -80,6 +81,7 @@ class Recorder:
         clock: Callable[[], float],
         listener: FlushListener,
         result: FlushResult,
+        sent_log: SentLog | None = None,
     ) -> None:
         self.store = store
         self.transport = transport
@@ -91,6 +93,9 @@ class Recorder:
         self.acker = Acker(store, Capability.SHARED in store.capabilities, self.lost)
         #: A claim of this batch was taken over (reset with each batch).
         self.lease_lost = False
+        self.sent_log = sent_log
+        #: The sent log's records of this batch, written once it is acked.
+        self.logged: list[SentRecord] = []
 
     def record(self, outcome: Recorded) -> None:
         """Record the outcome of the claim in hand: ack, split, requeue or bury."""
@@ -181,6 +186,27 @@ class Recorder:
             f" (provider id {delivery.provider_id})" if delivery.provider_id else "",
         )
         self.listener.sent(claim.id, message, delivery)
+        if self.sent_log is not None:
+            entry = self.sent_log.entry(claim.record, message, delivery, accepted, self.clock())
+            self.logged.append(entry)
+
+    def write_sent_log(self) -> None:
+        """Log the batch's delivered messages (``SENT_LOG``), once they are acked.
+
+        The log is a record, not the queue: a store that fails here costs
+        these records (said at WARNING), never a message.
+        """
+        if not self.logged or self.sent_log is None:
+            return
+        records, self.logged = self.logged, []
+        try:
+            self.store.log_sent(records, self.clock() + self.sent_log.keep)
+        except StoreError as exc:
+            logger.warning(
+                "the sent log missed %d delivered message(s): the store failed: %s",
+                len(records),
+                cap(str(exc)),
+            )
 
     def _requeue(self, deferred: Deferred) -> None:
         claim, error = deferred.claim, cap(deferred.error)

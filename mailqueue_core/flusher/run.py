@@ -87,6 +87,7 @@ class FlushRun:
             flusher.clock,
             flusher.listener,
             self.result,
+            flusher.sent_log,
         )
         self.sending: Claim | None = None
 
@@ -112,6 +113,7 @@ class FlushRun:
             flusher.verify()
         else:
             flusher.verify_if_due()
+        flusher.prune_sent_log_if_due()
         if flusher.held_by_pause():
             self.result.paused = True
             return False
@@ -148,9 +150,11 @@ class FlushRun:
                 return False
             try:
                 end = self._deliver(pending)
-                return end is None or self._give_back(pending, end)
+                go_on = end is None or self._give_back(pending, end)
             finally:
                 self.flusher.transport.close()
+            self.recorder.write_sent_log()
+            return go_on
 
     @contextlib.contextmanager
     def _connection_slot(self, first: Claim) -> Iterator[bool]:

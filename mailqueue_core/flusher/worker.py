@@ -11,8 +11,9 @@ from mailqueue_core.flusher.results import FlushListener, FlushResult
 from mailqueue_core.flusher.run import FlushRun
 from mailqueue_core.policy import RetryPolicy
 from mailqueue_core.ratelimit import RateLimiter
+from mailqueue_core.sentlog import PRUNE_EVERY, SentLog
 from mailqueue_core.staging import Staging
-from mailqueue_core.store import Store
+from mailqueue_core.store import Capability, Store
 from mailqueue_core.text import get_logger
 from mailqueue_core.transport import Transport
 
@@ -47,6 +48,7 @@ class Flusher:
         limiter: RateLimiter | None = None,
         verify_every: float = 60.0,
         staging: Staging | None = None,
+        sent_log: SentLog | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -63,6 +65,16 @@ class Flusher:
         self.verify_every = verify_every
         #: ``MAILQUEUE["STAGING"]``: whom mail may reach (see :mod:`mailqueue_core.staging`).
         self.staging = staging
+        #: ``MAILQUEUE["SENT_LOG"]`` (see :mod:`mailqueue_core.sentlog`), or None.
+        self.sent_log = sent_log
+        if sent_log is not None and Capability.SENT_LOG not in store.capabilities:
+            logger.warning(
+                "SENT_LOG is set but %s keeps no sent log (it lacks the 'sent_log' "
+                "capability): delivered mail is not recorded",
+                type(store).__name__,
+            )
+            self.sent_log = None
+        self._pruned: float | None = None
         self._verified: float | None = None
         self._paused: bool | None = None
         # Stop sending a claim this long before its lease runs out, so that a
@@ -89,6 +101,24 @@ class Flusher:
         # A clock that went back also calls for a check: its interval is unknown.
         if last is None or not last <= now < last + self.verify_every:
             self.verify()
+
+    def prune_sent_log_if_due(self) -> None:
+        """Delete sent log records older than ``SENT_LOG["KEEP"]``, every
+        :data:`~mailqueue_core.sentlog.PRUNE_EVERY` seconds at most."""
+        if self.sent_log is None:
+            return
+        now = self.clock()
+        last = self._pruned
+        if last is not None and last <= now < last + PRUNE_EVERY:
+            return
+        self._pruned = now
+        try:
+            pruned = self.store.prune_sent(now - self.sent_log.keep)
+        except StoreError as exc:
+            logger.warning("the sent log could not be pruned: the store failed: %s", exc)
+            return
+        if pruned:
+            logger.info("pruned %d sent log record(s) older than the SENT_LOG KEEP", pruned)
 
     def held_by_pause(self) -> bool:
         """Whether delivery is paused (:meth:`Store.paused`); says so when that changes."""

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from mailqueue_core.store import Capability, Entry, Record, State, Store
+from mailqueue_core.store import Capability, Entry, Record, SentRecord, State, Store
 
 __all__ = ["ConsoleContract"]
 
@@ -245,6 +245,81 @@ class ConsoleContract:
         assert console.delete(["theirs"], now) == 0
         assert console.send_now(["theirs"], now) == 0
         assert _walk(other, State.READY, now, 10) == ["theirs"]
+
+    # -- the sent log ---------------------------------------------------------------
+
+    @pytest.fixture
+    def sent_logging(self, store: Store) -> Store:
+        if Capability.SENT_LOG not in store.capabilities:
+            pytest.skip(f"{type(store).__name__} does not declare the 'sent_log' capability")
+        return store
+
+    def _sent(self, now: float, n: int, **fields: object) -> list[SentRecord]:
+        return [
+            SentRecord(
+                id=f"s{i:02d}",
+                sent=now - 100 + i,
+                recipients=(f"to{i}@example.com", "cc@example.org"),
+                subject=f"Receipt {i}",
+                message_id=f"<{i}@shop.example.com>",
+                transport="smtp relay:25",
+                provider_id=None if i % 2 else f"p-{i}",
+                attempts=1 + i % 3,
+                created=now - 200 + i,
+                **fields,  # type: ignore[arg-type]
+            )
+            for i in range(n)
+        ]
+
+    def test_the_sent_log_pages_newest_first_and_round_trips(
+        self, sent_logging: Store, now: float
+    ) -> None:
+        records = self._sent(now, 7)
+        sent_logging.log_sent(records[:3], now + 3600)
+        sent_logging.log_sent(records[3:], now + 3600)
+        for limit in (1, 3, 50):
+            pages, cursor = [], None
+            while True:
+                page = sent_logging.sent_log(now, limit=limit, cursor=cursor)
+                assert len(page.entries) <= limit
+                pages += page.entries
+                if (cursor := page.cursor) is None:
+                    break
+            assert pages == records[::-1]
+        oldest = sent_logging.sent_log(now, limit=2, newest_first=False)
+        assert [r.id for r in oldest.entries] == ["s00", "s01"]
+        with pytest.raises(ValueError):
+            sent_logging.sent_log(now, cursor="not a cursor")
+
+    def test_the_sent_log_keeps_a_body_only_when_given_one(
+        self, sent_logging: Store, now: float
+    ) -> None:
+        (record,) = self._sent(now, 1, data=b'{"body": "kept"}')
+        sent_logging.log_sent([record], now + 60)
+        assert sent_logging.sent_log(now).entries == [record]
+
+    def test_the_sent_log_counts_prunes_and_never_doubles(
+        self, sent_logging: Store, now: float
+    ) -> None:
+        records = self._sent(now, 6)
+        sent_logging.log_sent(records, now + 3600)
+        sent_logging.log_sent(records[:2], now + 3600)  # a batch logged again
+        assert sent_logging.count_sent(now - 200) == 6
+        assert sent_logging.count_sent(now - 97) == 3  # s03, s04, s05
+        assert sent_logging.prune_sent(now - 97) == 3
+        assert [r.id for r in sent_logging.sent_log(now).entries] == ["s05", "s04", "s03"]
+        assert sent_logging.prune_sent(now - 97) == 0
+
+    def test_the_sent_log_is_shared_and_kept_per_namespace(
+        self, sent_logging: Store, store_factory: Callable[..., Store], now: float
+    ) -> None:
+        twin = store_factory()
+        other = store_factory(namespace=f"{sent_logging.namespace}-other")
+        sent_logging.log_sent(self._sent(now, 2), now + 3600)
+        assert [r.id for r in twin.sent_log(now).entries] == ["s01", "s00"]
+        assert other.sent_log(now).entries == [] and other.count_sent(0) == 0
+        assert other.prune_sent(now + 1) == 0
+        assert twin.count_sent(0) == 2
 
     # -- the pause flag -------------------------------------------------------------
 
