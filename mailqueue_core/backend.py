@@ -70,7 +70,8 @@ class EmailBackend(BaseEmailBackend):
                     f"the message asks for transport {item.transport!r}, which is not in "
                     f"MAILQUEUE['TRANSPORTS'] (known: {', '.join(sorted(config.transports))})"
                 )
-            item.created = item.due = now
+            # Held until its send time; MAX_AGE counts from then.
+            item.created = item.due = now if item.send_at is None else max(now, item.send_at)
             queued.append(item)
         if not queued:
             return 0

@@ -156,6 +156,8 @@ def _fields(message: QueuedMessage) -> dict[str, Any]:
         doc["encoding"] = message.encoding
     if message.transport is not None:
         doc["transport"] = message.transport
+    if message.expires is not None:
+        doc["expires"] = message.expires
     if message.extra:
         for name, value in message.extra.items():
             problem = extra_problem(value)
@@ -284,5 +286,15 @@ def _decode_fields(doc: dict[str, Any]) -> QueuedMessage:
         extra=extra,
         raw=None if raw is None else base64.b64decode(raw, validate=True),
         transport=_str(doc, "transport", None),
+        expires=_moment(doc, "expires"),
         id="",  # an attached message's; decode() gives a record its own
     )
+
+
+def _moment(doc: dict[str, Any], key: str) -> float | None:
+    value = doc.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise CodecError(f"field {key!r} must be a number, got {type(value).__name__}")
+    return float(value)

@@ -41,6 +41,13 @@ from django.utils.encoding import force_str
 from mailqueue_core import codec
 from mailqueue_core.errors import PermanentError
 from mailqueue_core.message import Attachment, MimePart, Part, QueuedMessage
+from mailqueue_core.schedule import (
+    EXPIRES_ATTRIBUTE,
+    EXPIRES_HEADER,
+    SEND_AT_ATTRIBUTE,
+    SEND_AT_HEADER,
+    moment,
+)
 from mailqueue_core.text import get_logger
 
 __all__ = ["capture", "render", "to_django"]
@@ -66,7 +73,7 @@ _KNOWN = frozenset(
         "content_subtype", "mixed_subtype", "alternative_subtype",
         # anymail sets this after sending; it describes a past send, not the message.
         "anymail_status",
-        ROUTE_ATTRIBUTE,
+        ROUTE_ATTRIBUTE, SEND_AT_ATTRIBUTE, EXPIRES_ATTRIBUTE,
     }
 )  # fmt: skip
 _SUBTYPES = ("content_subtype", "mixed_subtype", "alternative_subtype")
@@ -273,15 +280,37 @@ def capture(message: EmailMessage) -> QueuedMessage:
     envelope_from = envelope_address(message.from_email, encoding)
     recipients = [envelope_address(a, encoding) for a in message.recipients()]
     route = getattr(message, ROUTE_ATTRIBUTE, None)
+    # The attribute wins over the header; the header is stripped either way.
+    times = {
+        SEND_AT_HEADER: _set(message, SEND_AT_ATTRIBUTE),
+        EXPIRES_HEADER: _set(message, EXPIRES_ATTRIBUTE),
+    }
     extra_headers = dict(message.extra_headers)
     for name in list(extra_headers):
         if name.lower() == ROUTE_HEADER.lower():
             route = force_str(extra_headers.pop(name))
+        for header in times:
+            if name.lower() == header.lower():
+                value = force_str(extra_headers.pop(name))
+                times[header] = value if times[header] is None else times[header]
+    send_at, expires = (
+        None if value is None else moment(value, f"{what} (or the {header} header)")
+        for (header, value), what in zip(
+            times.items(), (SEND_AT_ATTRIBUTE, EXPIRES_ATTRIBUTE), strict=True
+        )
+    )
     queued = _capture(message, extra_headers)
     queued.envelope_from = envelope_from
     queued.recipients = recipients
     queued.transport = route
+    queued.send_at, queued.expires = send_at, expires
     return queued
+
+
+def _set(message: EmailMessage, name: str) -> Any:
+    """The attribute ``name`` of ``message``, or None (anymail's ``UNSET`` is None too)."""
+    value = getattr(message, name, None)
+    return None if any(value is marker for marker in _unset_markers()) else value
 
 
 def _capture(message: EmailMessage, extra_headers: dict[str, Any]) -> QueuedMessage:

@@ -75,6 +75,11 @@ class QueuedMessage:
     raw: bytes | None = None
     """Rendered at enqueue, for message classes that render themselves."""
     transport: str | None = None
+    send_at: float | None = None
+    """Not to be sent before this Unix time (``send_at``); the queue's due time
+    holds it once queued, so it is not stored with the content."""
+    expires: float | None = None
+    """Not to be sent at or after this Unix time (``expires_at``): buried instead."""
 
     # Delivery state (kept by the store beside the encoded content).
     id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)

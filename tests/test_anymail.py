@@ -52,7 +52,6 @@ def message() -> AnymailMessage:
     m.envelope_sender = "bounces@example.com"
     m.track_clicks = True
     m.track_opens = False
-    m.send_at = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)
     return m
 
 
@@ -77,7 +76,7 @@ def test_attributes_reach_the_provider_backend_and_its_id_is_recorded(conf, capl
     assert params["custom"] is True  # esp_extra merged by the test backend
     assert params["envelope_sender"] == "bounces@example.com"
     assert (params["track_clicks"], params["track_opens"]) == (True, False)
-    assert params["send_at"] == datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)
+    assert "send_at" not in params  # the queue keeps the send time itself (test_schedule)
     assert heard == ["0"]
     assert any("provider id 0" in r.getMessage() for r in caplog.records)
 
@@ -158,3 +157,13 @@ def test_an_anymail_message_with_only_some_attributes_set(conf):
     (sent,) = mail.outbox
     assert sent.anymail_test_params["tags"] == ["receipt"]
     assert "metadata" not in sent.anymail_test_params
+
+
+def test_the_queue_holds_a_send_time_and_the_provider_sends_at_once(conf):
+    m = message()
+    m.send_at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=1)
+    assert EmailBackend().send_messages([m]) == 1
+    assert flush().sent == 0  # not before its time
+    store = get_store(get_config().store, get_config().namespace)
+    stats = store.stats(m.send_at.timestamp())
+    assert (stats.ready, stats.scheduled) == (1, 0)

@@ -273,6 +273,9 @@ class FlushRun:
             message = codec.decode(claim.record)
         except CodecError as exc:
             return Buried(claim, None, f"undecodable record: {exc}")
+        if message.expires is not None and self.flusher.clock() >= message.expires:
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(message.expires))
+            return Buried(claim, message, f"expired: not sent before its expiry ({when})")
         staging = self.flusher.staging
         if staging is None:
             self.flusher.transport.prepare(message)
