@@ -75,6 +75,9 @@ class Capability(str, enum.Enum):
     PAUSE = "pause"
     """Keeps a pause flag for the namespace, seen by every flusher
     (:meth:`Store.paused`, :meth:`Store.set_paused`)."""
+    HEARTBEAT = "heartbeat"
+    """Keeps when each flusher was last seen (:meth:`Store.beat`,
+    :meth:`Store.beats`), for the console's overview."""
     SENT_LOG = "sent_log"
     """Keeps a record of delivered mail for a set time (``SENT_LOG``):
     :meth:`Store.log_sent`, :meth:`Store.sent_log`, :meth:`Store.count_sent`
@@ -466,6 +469,18 @@ class Store(abc.ABC):
         """Pause or resume delivery for every flusher of this namespace. MUST
         be durable as the records are, and shared as they are."""
         raise NotImplementedError(f"{type(self).__name__} keeps no pause flag")
+
+    # -- optional: flushers' heartbeats (capability "heartbeat") --------------------
+
+    def beat(self, flusher: str, now: float, expires: float) -> None:
+        """Note that ``flusher`` (a name such as ``host:pid``) was active at
+        ``now``; the note MAY be forgotten after ``expires``. Cheap (one round
+        trip); a flusher calls it every few seconds while it runs."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no heartbeats")
+
+    def beats(self, now: float) -> dict[str, float]:
+        """When each flusher whose note has not expired by ``now`` was last active."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no heartbeats")
 
     # -- optional: the sent log (capability "sent_log") ---------------------------
 

@@ -15,8 +15,8 @@ Options
     like every store's options (anything else is an error listing it).
 
 Capabilities and what it can lose
-    ``rate_limit`` (within the process), ``browse``, ``pause`` and
-    ``sent_log``. Not shared,
+    ``rate_limit`` (within the process), ``browse``, ``pause``,
+    ``sent_log`` and ``heartbeat``. Not shared,
     nothing durable: every queued message is lost when the process exits. Use
     ``sqlite`` on one machine, ``redis`` on several. A page of ``browse`` sorts
     the state's records in memory (it costs in proportion to the queue): this
@@ -72,6 +72,7 @@ class _Queue:
         self.limits = LocalLimits()
         self.paused = False
         self.sent: dict[tuple[float, str], SentRecord] = {}
+        self.beats: dict[str, tuple[float, float]] = {}
 
     def push(self, record: Record) -> None:
         self.seq += 1
@@ -91,6 +92,7 @@ class MemoryStore(Store):
             Capability.BROWSE,
             Capability.PAUSE,
             Capability.SENT_LOG,
+            Capability.HEARTBEAT,
         }
     )
 
@@ -304,6 +306,14 @@ class MemoryStore(Store):
 
     def paused(self) -> bool:
         return self._q.paused
+
+    def beat(self, flusher: str, now: float, expires: float) -> None:
+        with self._q.lock:
+            self._q.beats[flusher] = (now, expires)
+
+    def beats(self, now: float) -> dict[str, float]:
+        with self._q.lock:
+            return {name: at for name, (at, until) in self._q.beats.items() if until > now}
 
     # -- the sent log -------------------------------------------------------------------
 

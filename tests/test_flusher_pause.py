@@ -66,3 +66,34 @@ def test_a_service_holds_while_paused_and_goes_on_after(caplog):
         stop.set()
         thread.join(10)
     assert len(transport.sent) == 1
+
+
+def test_a_flusher_beats_for_the_overview_every_so_often():
+    from mailqueue_core.flusher.worker import BEAT_EVERY, BEAT_KEPT
+
+    clock = Clock()
+    store = MemoryStore(f"memory://{uuid.uuid4().hex}")
+    flusher = Flusher(store, ScriptedTransport(), clock=clock)
+    flusher.flush()
+    assert store.beats(clock()) == {flusher.name: clock()}
+    first = clock()
+    clock.advance(BEAT_EVERY / 2)
+    flusher.flush()
+    assert store.beats(clock()) == {flusher.name: first}  # not every run
+    clock.advance(BEAT_EVERY)
+    flusher.flush()
+    assert store.beats(clock()) == {flusher.name: clock()}
+    assert store.beats(clock() + BEAT_KEPT + 1) == {}
+
+
+def test_a_heartbeat_the_store_refuses_costs_nothing():
+    from mailqueue_core.errors import StoreUnavailable
+
+    class Refusing(MemoryStore):
+        def beat(self, flusher, now, expires):
+            raise StoreUnavailable("read-only replica")
+
+    clock = Clock()
+    store = Refusing(f"memory://{uuid.uuid4().hex}")
+    store.enqueue([record("a@example.com", created=clock())])
+    assert Flusher(store, ScriptedTransport(), clock=clock).flush().sent == 1

@@ -113,6 +113,7 @@ class FlushRun:
             flusher.verify()
         else:
             flusher.verify_if_due()
+        flusher.beat_if_due()
         flusher.prune_sent_log_if_due()
         if flusher.held_by_pause():
             self.result.paused = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,10 @@ logger = get_logger("mailqueue.flusher")
 
 #: The longest wait between two tries of a service whose store keeps failing.
 MAX_BACKOFF = 60.0
+
+#: Seconds between two heartbeats of a running flusher, and how long one is kept.
+BEAT_EVERY = 10.0
+BEAT_KEPT = 86400.0
 
 
 class Flusher:
@@ -75,6 +80,9 @@ class Flusher:
             )
             self.sent_log = None
         self._pruned: float | None = None
+        #: What the console's overview calls this flusher (its host).
+        self.name = socket.gethostname() or "flusher"
+        self._beaten: float | None = None
         self._verified: float | None = None
         self._paused: bool | None = None
         # Stop sending a claim this long before its lease runs out, so that a
@@ -101,6 +109,23 @@ class Flusher:
         # A clock that went back also calls for a check: its interval is unknown.
         if last is None or not last <= now < last + self.verify_every:
             self.verify()
+
+    def beat_if_due(self) -> None:
+        """Tell the store this flusher is active (:meth:`Store.beat`), every
+        :data:`BEAT_EVERY` seconds at most; kept a day, so that the overview
+        shows a flusher run from cron too."""
+        if Capability.HEARTBEAT not in self.store.capabilities:
+            return
+        now = self.clock()
+        last = self._beaten
+        if last is not None and last <= now < last + BEAT_EVERY:
+            return
+        self._beaten = now
+        try:
+            self.store.beat(self.name, now, now + BEAT_KEPT)
+        except StoreError as exc:
+            # The claim that follows meets the same failure and reports it.
+            logger.debug("heartbeat not recorded: %s", exc)
 
     def prune_sent_log_if_due(self) -> None:
         """Delete sent log records older than ``SENT_LOG["KEEP"]``, every

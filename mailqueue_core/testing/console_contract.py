@@ -321,6 +321,27 @@ class ConsoleContract:
         assert other.prune_sent(now + 1) == 0
         assert twin.count_sent(0) == 2
 
+    # -- heartbeats -----------------------------------------------------------------
+
+    @pytest.fixture
+    def beating(self, store: Store) -> Store:
+        if Capability.HEARTBEAT not in store.capabilities:
+            pytest.skip(f"{type(store).__name__} does not declare the 'heartbeat' capability")
+        return store
+
+    def test_heartbeats_are_shared_kept_per_namespace_and_expire(
+        self, beating: Store, store_factory: Callable[..., Store], now: float
+    ) -> None:
+        twin = store_factory()
+        other = store_factory(namespace=f"{beating.namespace}-other")
+        assert beating.beats(now) == {}
+        beating.beat("web1:101", now - 5, now + 60)
+        twin.beat("web2:202", now - 1, now + 10)
+        beating.beat("web1:101", now, now + 60)  # a later beat replaces the earlier
+        assert twin.beats(now) == {"web1:101": now, "web2:202": now - 1}
+        assert other.beats(now) == {}
+        assert beating.beats(now + 30) == {"web1:101": now}  # web2's note expired
+
     # -- the pause flag -------------------------------------------------------------
 
     def test_pause_is_shared_and_kept_per_namespace(
