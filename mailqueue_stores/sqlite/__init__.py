@@ -31,8 +31,10 @@ Options
 Capabilities and what it can lose
     ``shared`` (between processes of one machine; not over a network
     filesystem, where SQLite's locks do not hold), ``durable``,
-    ``rate_limit`` (buckets and slots in the same file) and ``local`` (its
-    check looks at files only). With
+    ``rate_limit`` (buckets and slots in the same file), ``local`` (its
+    check looks at files only), ``browse`` (pages by cursor over an index:
+    the same cost at any depth) and ``pause`` (a flag per namespace in the
+    file). With
     ``synchronous=FULL`` a message is on disk when ``enqueue`` returns and
     survives a crash of the process or of the machine. With ``NORMAL`` the
     last commits before a power cut or an operating-system crash may be lost
@@ -53,9 +55,10 @@ The package
     :mod:`~mailqueue_stores.sqlite.schema` (tables and statements),
     :mod:`~mailqueue_stores.sqlite.connections` (per thread, across forks),
     :mod:`~mailqueue_stores.sqlite.files`, :mod:`~mailqueue_stores.sqlite.space`,
-    :mod:`~mailqueue_stores.sqlite.rows`, :mod:`~mailqueue_stores.sqlite.rate_limits`
-    and :mod:`~mailqueue_stores.sqlite.site_transaction` (enqueue in the site's
-    transaction).
+    :mod:`~mailqueue_stores.sqlite.rows`, :mod:`~mailqueue_stores.sqlite.rate_limits`,
+    :mod:`~mailqueue_stores.sqlite.console` and :mod:`~mailqueue_stores.sqlite.browsing`
+    (the console's calls and pages) and :mod:`~mailqueue_stores.sqlite.site_transaction`
+    (enqueue in the site's transaction).
 """
 
 from mailqueue_stores.sqlite.store import SQLiteStore

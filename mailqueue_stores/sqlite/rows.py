@@ -17,11 +17,21 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mailqueue_core.store import Record
 
-__all__ = ["Row", "decode_text", "new_id", "read_record", "readable", "usable_id"]
+__all__ = [
+    "Row",
+    "decode_text",
+    "new_id",
+    "read_dead",
+    "read_record",
+    "readable",
+    "shown_id",
+    "usable_id",
+]
 
 
 def decode_text(raw: bytes) -> str:
@@ -49,6 +59,11 @@ def usable_id(value: object) -> str | None:
     if isinstance(value, str) and value and _clean(value):
         return value
     return None
+
+
+def shown_id(value: object) -> str:
+    """An id as read from a row, for display: readable text, whatever its type."""
+    return readable(value) if isinstance(value, str) else repr(value)
 
 
 def new_id() -> str:
@@ -125,3 +140,14 @@ def read_record(row: Row, now: float) -> Record:
         last_error,
         damage="; ".join(problems) or None,
     )
+
+
+def read_dead(columns: Sequence[object], now: float) -> tuple[Record, str, float]:
+    """A dead letter's ``(record, reason, buried)`` from its columns ``id, buried,
+    reason, created, due, attempts, last_error, data``, read as :func:`read_record`
+    reads a queued row. A burial time that is not a number reads as 0."""
+    raw_id, buried, reason, created, due, attempts, last_error, data = columns
+    record = read_record(Row(shown_id(raw_id), due, created, attempts, last_error, data), now)
+    when = _time(buried)
+    why = readable(reason) if isinstance(reason, str) else repr(reason)
+    return record, why, 0.0 if when is None else when

@@ -19,10 +19,19 @@ from mailqueue_core.store import Capability, Claim, DeadLetter, Record, Stats, S
 from mailqueue_core.text import get_logger
 from mailqueue_stores.sqlite import schema as sql
 from mailqueue_stores.sqlite.connections import ConnectionPool
+from mailqueue_stores.sqlite.console import SQLiteConsole
 from mailqueue_stores.sqlite.files import create_lock, create_private, warn_if_open_to_others
 from mailqueue_stores.sqlite.options import WHAT, SQLiteOptions, read
 from mailqueue_stores.sqlite.rate_limits import SQLiteLimits
-from mailqueue_stores.sqlite.rows import Row, decode_text, new_id, read_record, readable, usable_id
+from mailqueue_stores.sqlite.rows import (
+    Row,
+    decode_text,
+    new_id,
+    read_dead,
+    read_record,
+    readable,
+    usable_id,
+)
 from mailqueue_stores.sqlite.site_transaction import enqueue_in_site_transaction
 from mailqueue_stores.sqlite.space import Reserve, give_back, out_of_space, truncate_wal
 from mailqueue_stores.sqlite.verify import diagnose, no_queue, uri, verify_queue
@@ -40,11 +49,18 @@ JOURNAL_SIZE_LIMIT = 16 << 20
 _ALWAYS_SHOWN = ("timeout", "synchronous")
 
 
-class SQLiteStore(SQLiteLimits, Store):
+class SQLiteStore(SQLiteConsole, SQLiteLimits, Store):
     """A queue in one SQLite file (see :mod:`mailqueue_stores.sqlite`)."""
 
     capabilities = frozenset(
-        {Capability.SHARED, Capability.DURABLE, Capability.RATE_LIMIT, Capability.LOCAL}
+        {
+            Capability.SHARED,
+            Capability.DURABLE,
+            Capability.RATE_LIMIT,
+            Capability.LOCAL,
+            Capability.BROWSE,
+            Capability.PAUSE,
+        }
     )
 
     def __init__(self, location: str, **options: object) -> None:
@@ -308,14 +324,7 @@ class SQLiteStore(SQLiteLimits, Store):
             rows = conn.execute(
                 sql.DEAD_LETTERS, (self.namespace, -1 if limit is None else limit)
             ).fetchall()
-        letters = []
-        for raw_id, buried, reason, created, due, attempts, error, data in rows:
-            mid = raw_id if isinstance(raw_id, str) else repr(raw_id)
-            record = read_record(Row(readable(mid), due, created, attempts, error, data), 0.0)
-            when = buried if isinstance(buried, (int, float)) else 0.0
-            why = readable(reason) if isinstance(reason, str) else repr(reason)
-            letters.append(DeadLetter(record, why, float(when)))
-        return letters
+        return [DeadLetter(*read_dead(row, 0.0)) for row in rows]
 
     def revive(self, ids: Iterable[str] | None, now: float) -> int:
         wanted = None if ids is None else list(dict.fromkeys(ids))
