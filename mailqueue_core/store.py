@@ -445,7 +445,9 @@ class Store(abc.ABC):
 
         A record held by a live lease (in flight at ``now``) MUST NOT be
         deleted: its flusher may be sending it. A stuck one may be. Unknown
-        ids are ignored. Each record goes whole or not at all.
+        ids are ignored. Each record goes whole or not at all; an id that is
+        both queued and dead (a part split off by :meth:`add_dead`) loses
+        both, counted once.
         """
         raise NotImplementedError(f"{type(self).__name__} cannot list its records")
 

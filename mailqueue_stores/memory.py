@@ -285,11 +285,13 @@ class MemoryStore(Store):
         with self._q.lock:
             for mid in set(ids):
                 live = self._q.live.get(mid)
+                gone = False
                 if live is not None and not (live.token is not None and live.expires > now):
                     del self._q.live[mid]  # its heap item is skipped as stale
-                    deleted += 1
-                elif self._q.dead.pop(mid, None) is not None:
-                    deleted += 1
+                    gone = True
+                # An id can be queued and dead at once (add_dead of a split-off part).
+                gone = self._q.dead.pop(mid, None) is not None or gone
+                deleted += gone
         return deleted
 
     def send_now(self, ids: Iterable[str], now: float) -> int:
