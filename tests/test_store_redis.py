@@ -20,6 +20,7 @@ from mailqueue_core.errors import (
     StoreUnavailable,
 )
 from mailqueue_core.options import BOOLEAN, describe
+from mailqueue_core.store import State
 from mailqueue_core.testing import Damage, StoreContract, run_store_model
 from mailqueue_core.testing.contract import LEASE, make_record
 from mailqueue_stores.redis import RedisStore
@@ -220,7 +221,7 @@ def test_restart_with_appendonly_loses_nothing(redis_server_factory, now):
         s.close()
 
 
-@pytest.mark.parametrize("call", ["enqueue", "fetch_due", "stats", "ping"])
+@pytest.mark.parametrize("call", ["enqueue", "fetch_due", "stats", "ping", "browse", "paused"])
 def test_unreachable_server_is_store_unavailable(call, now):
     s = RedisStore(f"redis://{HOST}:{free_port()}/0", socket_connect_timeout=1)
     try:
@@ -229,6 +230,8 @@ def test_unreachable_server_is_store_unavailable(call, now):
                 s.enqueue([make_record(now)])
             elif call == "fetch_due":
                 s.fetch_due(now, 10, LEASE)
+            elif call == "browse":
+                s.browse(State.READY, now)
             else:
                 getattr(s, call)(*([now] if call == "stats" else []))
         cause = info.value.__cause__
@@ -318,7 +321,7 @@ def test_options_are_kept_for_rebuilding(redis_server):
     s = RedisStore(redis_server.url, namespace="x", socket_timeout=2, client_options={})
     assert s.options == {"socket_timeout": 2, "client_options": {}}
     assert s.namespace == "x"
-    assert s.capabilities == frozenset({"shared", "durable", "rate_limit"})
+    assert s.capabilities == frozenset({"shared", "durable", "rate_limit", "browse", "pause"})
 
 
 # -- URLs and options -----------------------------------------------------------

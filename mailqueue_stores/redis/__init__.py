@@ -31,7 +31,10 @@ Options
 
 Capabilities and what it can lose
     ``shared``, ``rate_limit`` (buckets and slots shared by every flusher:
-    :mod:`mailqueue_stores.redis.limits`) and ``durable``, as durable as the
+    :mod:`mailqueue_stores.redis.limits`), ``browse`` (pages by cursor whose
+    cost does not grow with the depth of the queue:
+    :mod:`mailqueue_stores.redis.browsing`), ``pause`` (one key of the
+    namespace) and ``durable``, as durable as the
     server's persistence: with
     ``appendonly yes`` and ``appendfsync everysec`` a crash of the machine can
     lose the last second of writes (a crash of Redis alone loses nothing);
@@ -70,8 +73,19 @@ from typing import Any
 
 from mailqueue_core.errors import ConfigurationError, LeaseLost, MessageTooLarge
 from mailqueue_core.locations import redact
-from mailqueue_core.store import Capability, Claim, DeadLetter, Record, Stats, Store
+from mailqueue_core.store import (
+    Capability,
+    Claim,
+    DeadLetter,
+    Entry,
+    Page,
+    Record,
+    State,
+    Stats,
+    Store,
+)
 from mailqueue_core.text import get_logger
+from mailqueue_stores.redis import browsing
 from mailqueue_stores.redis.client import RedisClient
 from mailqueue_stores.redis.records import (
     claim_from_row,
@@ -89,7 +103,15 @@ _KEEPS_QUEUE = ("noeviction", "volatile-lru", "volatile-lfu", "volatile-random",
 
 
 class RedisStore(Store):
-    capabilities = frozenset({Capability.SHARED, Capability.DURABLE, Capability.RATE_LIMIT})
+    capabilities = frozenset(
+        {
+            Capability.SHARED,
+            Capability.DURABLE,
+            Capability.RATE_LIMIT,
+            Capability.BROWSE,
+            Capability.PAUSE,
+        }
+    )
     #: Redis's largest string (``proto-max-bulk-len``, 512 MiB by default).
     max_record_size = 512 * 1024 * 1024
 
@@ -172,6 +194,34 @@ class RedisStore(Store):
 
     def purge(self, buried_before: float) -> int:
         return self._client.purge(buried_before)
+
+    # -- the console -------------------------------------------------------------
+
+    def browse(
+        self,
+        state: State,
+        now: float,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        newest_first: bool = False,
+    ) -> Page[Entry]:
+        return browsing.browse(self._client, state, now, limit, cursor, newest_first)
+
+    def get(self, record_id: str, now: float) -> Entry | None:
+        return browsing.get(self._client, record_id, now)
+
+    def delete(self, ids: Iterable[str], now: float) -> int:
+        return self._client.delete(browsing.unique(list(ids)), now)
+
+    def send_now(self, ids: Iterable[str], now: float) -> int:
+        return self._client.send_now(browsing.unique(list(ids)), now)
+
+    def paused(self) -> bool:
+        return self._client.paused()
+
+    def set_paused(self, paused: bool) -> None:
+        self._client.set_paused(paused)
 
     # -- the rest --------------------------------------------------------------
 

@@ -199,6 +199,70 @@ class RedisClient:
                     break
         return total
 
+    # -- the console -------------------------------------------------------------
+
+    def walk(
+        self,
+        indexes: Sequence[str],
+        window: str,
+        now: float,
+        *,
+        reverse: bool,
+        want: int,
+        cap: int,
+        skip_held: bool,
+        after: tuple[float, str] | None,
+        ties_to_come: Sequence[bool],
+    ) -> list[Row]:
+        """Per index ``[found, stopped]`` as the walk script answers them (see ``WALK``)."""
+        score, mid = ("", "") if after is None else (repr(float(after[0])), after[1])
+        args: list[Any] = [window, repr(float(now)), int(reverse), want, cap, int(skip_held)]
+        args += [score, mid, *(int(tie) for tie in ties_to_come)]
+        answer: list[Row] = self.connection.run("walk", [self.keys.held, *indexes], args)
+        return answer
+
+    def read_records(self, wanted: Sequence[tuple[str, str]]) -> list[Row]:
+        """Rows of the records ``(id, where)`` names (see ``READ_RECORDS``)."""
+        k = self.keys
+        keys = [k.due, k.held, k.created, k.dead, k.lost]
+        args: list[str] = []
+        for mid, where in wanted:
+            if where in ("q", "*"):
+                keys.append(k.live(mid))
+            if where in ("d", "*"):
+                keys.append(k.dead_letter(mid))
+            if where in ("l", "*"):
+                keys.append(k.lost_letter(mid))
+            args += [mid, where]
+        rows: list[Row] = self.connection.run("read_records", keys, args)
+        return rows
+
+    def delete(self, ids: Sequence[str], now: float) -> int:
+        k = self.keys
+        deleted = 0
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
+            keys = [k.due, k.held, k.created, k.dead, k.lost]
+            for mid in chunk:
+                keys += [k.live(mid), k.dead_letter(mid), k.lost_letter(mid)]
+            deleted += self.connection.run("delete", keys, [repr(float(now)), self._skew, *chunk])
+        return int(deleted)
+
+    def send_now(self, ids: Sequence[str], now: float) -> int:
+        k = self.keys
+        changed = 0
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
+            keys = [k.due, k.held, *map(k.live, chunk)]
+            changed += self.connection.run("send_now", keys, [repr(float(now)), *chunk])
+        return int(changed)
+
+    def paused(self) -> bool:
+        return bool(self.connection.call("EXISTS", self.keys.paused))
+
+    def set_paused(self, paused: bool) -> None:
+        self.connection.run("set_paused", [self.keys.paused], [int(paused)])
+
     # -- the rest --------------------------------------------------------------
 
     def stats(self, now: float) -> list[Any]:

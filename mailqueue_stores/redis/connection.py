@@ -171,7 +171,7 @@ class RedisConnection:
         return answer
 
     def call(self, command: str, *args: Any) -> Any:
-        """Run one plain command (read-only use: PING, SCAN in tools)."""
+        """Run one plain command (read-only use: PING, EXISTS, ZRANGE)."""
         with self.translated():
             return self._connection().execute_command(command, *args)
 

@@ -18,6 +18,7 @@ For namespace ``NS`` every key starts with ``P`` = ``mailqueue:{NS}:``::
     P bucket:NAME   hash    a rate limit's tokens and last update; expires once full again
     P slots:NAME    zset    connection slot tokens scored by lease expiry; expires with
                             the last lease
+    P paused        string  "1" while delivery is paused (absent otherwise)
 
 Redis Cluster hashes only what stands between a key's first braces, so every
 key of a namespace, whatever follows the prefix, lives in the slot of
@@ -43,6 +44,7 @@ class RedisKeys:
         self.created = self.prefix + "created"
         self.dead = self.prefix + "dead"
         self.lost = self.prefix + "lost"
+        self.paused = self.prefix + "paused"
 
     def live(self, mid: str) -> str:
         return self.live_prefix + mid

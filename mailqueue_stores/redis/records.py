@@ -18,7 +18,13 @@ from typing import Any
 
 from mailqueue_core.store import Claim, DeadLetter, Record
 
-__all__ = ["claim_from_row", "dead_letter_from_row", "lost_letter_from_row"]
+__all__ = [
+    "claim_from_row",
+    "dead_letter_from_row",
+    "lost_letter_from_row",
+    "queued_record",
+    "stranger_record",
+]
 
 _WHOLE = re.compile(rb"[0-9]+")
 _SHOWN = 40  # bytes of a malformed value quoted in the damage report
@@ -63,8 +69,14 @@ class _Reader:
 
 def claim_from_row(row: Sequence[Any], expires: float) -> Claim:
     """A claim from one row of the claim script (see ``CLAIM`` in :mod:`.scripts`)."""
+    return Claim(queued_record([row[0], *row[2:]]), row[1].decode(), expires)
+
+
+def queued_record(values: Sequence[Any]) -> Record:
+    """A queued record from ``[id, data, created, due, attempts, last_error, created
+    score, due score]`` (fields as stored, scores the indexes' fallbacks)."""
     # The usual record, whole, read without the bookkeeping of a damaged one.
-    data, created, due, attempts = row[2], row[3], row[4], row[5]
+    data, created, due, attempts = values[1], values[2], values[3], values[4]
     if data is not None and created and due and attempts and attempts.isdigit():
         try:
             created_at, due_at = float(created), float(due)
@@ -72,17 +84,16 @@ def claim_from_row(row: Sequence[Any], expires: float) -> Claim:
             pass
         else:
             if math.isfinite(created_at) and math.isfinite(due_at):
-                record = Record(
-                    row[0].decode(), data, created_at, due_at, int(attempts), _text(row[6])
+                return Record(
+                    values[0].decode(), data, created_at, due_at, int(attempts), _text(values[5])
                 )
-                return Claim(record, row[1].decode(), expires)
-    return _damaged_claim(row, expires)
+    return _damaged_record(values)
 
 
-def _damaged_claim(row: Sequence[Any], expires: float) -> Claim:
+def _damaged_record(values: Sequence[Any]) -> Record:
     """What the fast path refused: every such row has a field missing or malformed."""
-    mid, token = bytes(row[0]), bytes(row[1])
-    data, created, due, attempts, last_error, created_score, due_score = _stored(row[2:])
+    mid = bytes(values[0])
+    data, created, due, attempts, last_error, created_score, due_score = _stored(values[1:])
     read = _Reader()
     record = Record(
         id=mid.decode(),
@@ -92,10 +103,24 @@ def _damaged_claim(row: Sequence[Any], expires: float) -> Claim:
         attempts=read.count(attempts, "attempts"),
         last_error=_text(last_error),
     )
-    return Claim(
-        dataclasses.replace(record, damage=f"damaged record: {read.damage}"),
-        token.decode(),
-        expires,
+    return dataclasses.replace(record, damage=f"damaged record: {read.damage}")
+
+
+def stranger_record(mid: bytes, kind: bytes, created_score: Any, due_score: Any) -> Record:
+    """What is known of a queued id whose key is not a hash (``kind`` is its ``TYPE``):
+    the indexes' times, and the damage. A claim would report it lost or bury it."""
+    created, due = (_finite(raw) for raw in _stored([created_score, due_score]))
+    problem = (
+        "its record is gone (deleted or evicted)"
+        if kind == b"none"
+        else f"its key holds a {kind.decode()}, not a hash"
+    )
+    return Record(
+        id=mid.decode(),
+        data=b"",
+        created=created if created is not None else (due or 0.0),
+        due=due or 0.0,
+        damage=f"damaged record: {problem}",
     )
 
 
@@ -115,6 +140,7 @@ def dead_letter_from_row(row: Sequence[Any]) -> DeadLetter:
     why = _text(reason) or ""
     if read.damage is not None:
         why = f"{why} (dead letter damaged: {read.damage})" if why else read.damage
+        record = dataclasses.replace(record, damage=f"damaged dead letter: {read.damage}")
     return DeadLetter(record, why, float(buried))
 
 

@@ -12,8 +12,8 @@ anything runs. A script that must see a message's hash takes its key in
 KEYS, one per message (enqueue, withdraw, add to the dead letters, revive);
 one that lists or purges what an index holds reads the ids first, in a
 separate call, and the script checks each id again against the index, so an
-id settled in between is skipped (the dead letters, purge, and the leases of
-``stats``).
+id settled in between is skipped (the dead letters, purge, the leases of
+``stats``, and the console's pages: :mod:`~mailqueue_stores.redis.console`).
 
 The one exception is the claim: it reads the due ids from ``due`` and builds
 their message keys (and the dead-letter or loss key of a damaged one) from the
@@ -62,6 +62,7 @@ the most a lease can be cut short by a clock that is off.
 
 from __future__ import annotations
 
+from mailqueue_stores.redis.console import CONSOLE_SCRIPTS
 from mailqueue_stores.redis.limits import LIMIT_SCRIPTS
 
 __all__ = ["SCRIPTS", "script_source", "supports_flags"]
@@ -409,6 +410,8 @@ SCRIPTS: dict[str, tuple[str, str]] = {
 # Rate limits live in a module of their own; their scripts are registered with
 # these, and a flusher draining a full server still needs them.
 SCRIPTS.update({name: ("allow-oom", body) for name, body in LIMIT_SCRIPTS.items()})
+# So do the console's (browse, get, delete, send now, pause), flags and all.
+SCRIPTS.update(CONSOLE_SCRIPTS)
 
 
 def supports_flags(version: str) -> bool:
