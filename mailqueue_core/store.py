@@ -95,8 +95,8 @@ class Record:
     attempts: int = 0
     last_error: str | None = None
     damage: str | None = None
-    """Set on a claimed record the store could not read whole (a field missing
-    or of the wrong type): what is wrong with it. The fields that could be read
+    """Set on a record the store could not read whole (a field missing or of
+    the wrong type), claimed, listed or dead: what is wrong with it. The fields that could be read
     are filled in, the rest hold placeholders (``data`` is then ``b""``). The
     flusher buries such a claim with this reason; it never tries to send it."""
 
@@ -429,7 +429,8 @@ class Store(abc.ABC):
         the store did not make raises :class:`ValueError`). A page MUST cost
         about the same at the millionth record as at the first: no count or
         scan of the records before the cursor. A page MAY hold
-        fewer than ``limit`` entries and still have a next page. A record
+        fewer than ``limit`` entries and still have a next page; a ``limit``
+        below 1 raises :class:`ValueError`. A record
         that cannot be read whole is listed with ``record.damage`` set, never
         raised. Reads only: it changes nothing.
         """

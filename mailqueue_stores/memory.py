@@ -262,6 +262,8 @@ class MemoryStore(Store):
         cursor: str | None = None,
         newest_first: bool = False,
     ) -> Page:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
         after = None if cursor is None else decode_cursor(cursor)
         with self._q.lock:
             ids = list(self._q.live) if state is not State.DEAD else list(self._q.dead)

@@ -141,6 +141,8 @@ class ConsoleContract:
         for junk in ("", "not a cursor", "{}", "[1, 2, 3]", "\x00" * 8):
             with pytest.raises(ValueError):
                 console.browse(State.READY, now, cursor=junk)
+        with pytest.raises(ValueError):
+            console.browse(State.READY, now, limit=0)
 
     def test_scheduled_dead_and_lost_pages_work_deep(self, console: Store, now: float) -> None:
         console.enqueue([_record(now + 10 + i, f"s{i}") for i in range(7)])
