@@ -22,6 +22,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import enum
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -75,6 +76,10 @@ class Capability(str, enum.Enum):
     PAUSE = "pause"
     """Keeps a pause flag for the namespace, seen by every flusher
     (:meth:`Store.paused`, :meth:`Store.set_paused`)."""
+    WAKE = "wake"
+    """Wakes a waiting flusher when mail becomes due (:meth:`Store.wait_for_mail`),
+    so that ``flush --loop`` sends a new message within milliseconds instead of
+    at its next poll. Without it the flusher polls every ``--interval``."""
     HEARTBEAT = "heartbeat"
     """Keeps when each flusher was last seen (:meth:`Store.beat`,
     :meth:`Store.beats`), for the console's overview."""
@@ -472,6 +477,23 @@ class Store(abc.ABC):
         """Pause or resume delivery for every flusher of this namespace. MUST
         be durable as the records are, and shared as they are."""
         raise NotImplementedError(f"{type(self).__name__} keeps no pause flag")
+
+    # -- optional: wake-ups (capability "wake") -------------------------------------
+
+    def wait_for_mail(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for mail that may have become due now:
+        True as soon as a record was enqueued, requeued, released, revived or
+        sent now by any client of this namespace since this client's last
+        :meth:`fetch_due` or :meth:`wait_for_mail` that returned True (so that
+        nothing queued between a claim that found nothing and this call is
+        missed, and a wake-up is answered once); False when the time ran out.
+
+        MUST return within ``timeout`` (plus a round trip). MAY return True
+        spuriously (the caller then claims and finds nothing). Records falling
+        due by the passing of time wake nobody: the caller's poll covers those.
+        The default waits the whole timeout (no wake-ups)."""
+        time.sleep(max(0.0, timeout))
+        return False
 
     # -- optional: flushers' heartbeats (capability "heartbeat") --------------------
 

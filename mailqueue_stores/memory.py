@@ -16,7 +16,7 @@ Options
 
 Capabilities and what it can lose
     ``rate_limit`` (within the process), ``browse``, ``pause``,
-    ``sent_log`` and ``heartbeat``. Not shared,
+    ``sent_log``, ``heartbeat`` and ``wake``. Not shared,
     nothing durable: every queued message is lost when the process exits. Use
     ``sqlite`` on one machine, ``redis`` on several. A page of ``browse`` sorts
     the state's records in memory (it costs in proportion to the queue): this
@@ -71,12 +71,20 @@ class _Queue:
         self.dead: dict[str, DeadLetter] = {}
         self.limits = LocalLimits()
         self.paused = False
+        # Wake-ups: bumped when mail may have become due, waited on by flushers.
+        self.wakes = 0
+        self.woken = threading.Condition(self.lock)
         self.sent: dict[tuple[float, str], SentRecord] = {}
         self.beats: dict[str, tuple[float, float]] = {}
 
     def push(self, record: Record) -> None:
         self.seq += 1
         heapq.heappush(self.heap, (record.due, self.seq, record.id))
+
+    def wake(self) -> None:
+        """Mail may be due now: wake the waiting flushers (the lock is held)."""
+        self.wakes += 1
+        self.woken.notify_all()
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,7 @@ class MemoryStore(Store):
             Capability.PAUSE,
             Capability.SENT_LOG,
             Capability.HEARTBEAT,
+            Capability.WAKE,
         }
     )
 
@@ -103,6 +112,7 @@ class MemoryStore(Store):
         name = bare.split("://", 1)[-1]
         with _queues_lock:
             self._q = _queues.setdefault((name, self.namespace), _Queue())
+        self._seen: int | None = None
 
     def enqueue(self, records: Sequence[Record]) -> None:
         q = self._q
@@ -112,11 +122,13 @@ class MemoryStore(Store):
                     continue
                 q.live[record.id] = _Entry(record)
                 q.push(record)
+            q.wake()
 
     def fetch_due(self, now: float, limit: int, lease: float) -> list[Claim]:
         q = self._q
         claims: list[Claim] = []
         with q.lock:
+            self._seen = q.wakes
             while q.heap and len(claims) < limit and q.heap[0][0] <= now:
                 due, _, mid = heapq.heappop(q.heap)
                 entry = q.live.get(mid)
@@ -154,6 +166,7 @@ class MemoryStore(Store):
             )
             entry.token = None
             self._q.push(entry.record)
+            self._q.wake()
 
     def release(self, claim: Claim) -> None:
         with self._q.lock:
@@ -161,6 +174,7 @@ class MemoryStore(Store):
             entry.record = replace(entry.record, due=entry.due)
             entry.token = None
             self._q.push(entry.record)
+            self._q.wake()
 
     def bury(self, claim: Claim, error: str, now: float) -> None:
         with self._q.lock:
@@ -219,6 +233,7 @@ class MemoryStore(Store):
                 record = replace(letter.record, due=now, created=now, attempts=0)
                 q.live[mid] = _Entry(record)
                 q.push(record)
+            q.wake()
         return len(chosen)
 
     def purge(self, buried_before: float) -> int:
@@ -306,10 +321,19 @@ class MemoryStore(Store):
                 live.record = replace(live.record, due=now)
                 self._q.push(live.record)
                 changed += 1
+            self._q.wake()
         return changed
 
     def paused(self) -> bool:
         return self._q.paused
+
+    def wait_for_mail(self, timeout: float) -> bool:
+        q = self._q
+        with q.lock:
+            seen = q.wakes if self._seen is None else self._seen
+            woken = q.woken.wait_for(lambda: q.wakes != seen, max(0.0, timeout))
+            self._seen = q.wakes  # a wake-up is answered once
+            return woken
 
     def beat(self, flusher: str, now: float, expires: float) -> None:
         with self._q.lock:

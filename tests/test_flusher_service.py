@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 import uuid
 
 import pytest
@@ -278,3 +279,51 @@ def test_start_over_ends_a_backoff_at_once(store, clock, caplog):
     assert stop.is_set() and not thread.is_alive()
     assert store.stats(clock.now).ready == 0
     assert any("starting over (SIGHUP)" in m for m in caplog.messages)
+
+
+def test_a_service_wakes_for_new_mail_long_before_its_interval():
+    import time
+
+    store = MemoryStore(f"memory://{uuid.uuid4().hex}")
+    transport = ScriptedTransport()
+    service = Flusher(store, transport, policy=POLICY)
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=service.run, args=(stop,), kwargs={"interval": 3600, "on_result": lambda r: None}
+    )
+    thread.start()
+    try:
+        time.sleep(0.3)  # the service ran once, found nothing and waits
+        queued = time.monotonic()
+        store.enqueue([record(created=time.time())])
+        for _ in range(1000):
+            if transport.sent:
+                break
+            time.sleep(0.01)
+        waited = time.monotonic() - queued
+    finally:
+        stop.set()
+        thread.join(10)
+    assert len(transport.sent) == 1
+    assert waited < 60  # woken, not polled an hour later
+    assert not thread.is_alive()  # a stop ends the wait too
+
+
+def test_a_store_that_fails_while_waiting_is_left_to_the_next_run(caplog):
+    class FailingWait(MemoryStore):
+        waits = 0
+
+        def wait_for_mail(self, timeout):
+            FailingWait.waits += 1
+            raise StoreUnavailable("connection reset")
+
+    store = FailingWait(f"memory://{uuid.uuid4().hex}")
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=Flusher(store, ScriptedTransport()).run, args=(stop,), kwargs={"interval": 0.01}
+    )
+    thread.start()
+    time.sleep(0.2)
+    stop.set()
+    thread.join(10)
+    assert FailingWait.waits > 1 and not thread.is_alive()

@@ -25,6 +25,10 @@ logger = get_logger("mailqueue.flusher")
 #: The longest wait between two tries of a service whose store keeps failing.
 MAX_BACKOFF = 60.0
 
+#: The longest a service waits in one call for a wake-up, so that it answers
+#: SIGTERM and SIGHUP within that time.
+WAKE_SLICE = 0.5
+
 #: Seconds between two heartbeats of a running flusher, and how long one is kept.
 BEAT_EVERY = 10.0
 BEAT_KEPT = 86400.0
@@ -109,6 +113,22 @@ class Flusher:
         # A clock that went back also calls for a check: its interval is unknown.
         if last is None or not last <= now < last + self.verify_every:
             self.verify()
+
+    def _wait_for_mail(
+        self, seconds: float, stop: threading.Event, start_over: threading.Event
+    ) -> None:
+        """Wait ``seconds`` between runs, or less: until the store says mail
+        may be due (:meth:`Store.wait_for_mail`), a stop, or a start over."""
+        deadline = time.monotonic() + seconds
+        while not (stop.is_set() or start_over.is_set()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                if self.store.wait_for_mail(min(left, WAKE_SLICE)):
+                    return
+            except StoreError:
+                return  # the next run meets the failure, reports it and backs off
 
     def beat_if_due(self) -> None:
         """Tell the store this flusher is active (:meth:`Store.beat`), every
@@ -227,7 +247,10 @@ class Flusher:
             total.add(result)
             if on_result is not None and (result.sent or result.deferred or result.buried):
                 on_result(result)
-            _sleep(wait, stop, start_over)
+            if failures or Capability.WAKE not in self.store.capabilities:
+                _sleep(wait, stop, start_over)
+            else:
+                self._wait_for_mail(wait, stop, start_over)
         total.elapsed = time.monotonic() - start
         return total
 

@@ -323,6 +323,69 @@ class ConsoleContract:
         assert other.prune_sent(now + 1) == 0
         assert twin.count_sent(0) == 2
 
+    # -- wake-ups -------------------------------------------------------------------
+
+    @pytest.fixture
+    def waking(self, store: Store) -> Store:
+        if Capability.WAKE not in store.capabilities:
+            pytest.skip(f"{type(store).__name__} does not declare the 'wake' capability")
+        return store
+
+    def test_an_enqueue_wakes_a_waiting_client(
+        self, waking: Store, store_factory: Callable[..., Store], now: float
+    ) -> None:
+        import threading
+        import time
+
+        waiter = store_factory()
+        waiter.fetch_due(now, 10, LEASE)
+        answers: list[tuple[bool, float]] = []
+
+        def wait() -> None:
+            started = time.monotonic()
+            answers.append((waiter.wait_for_mail(10.0), time.monotonic() - started))
+
+        thread = threading.Thread(target=wait)
+        thread.start()
+        time.sleep(0.2)
+        waking.enqueue([_record(now, "new")])
+        thread.join(15)
+        ((woken, waited),) = answers
+        assert woken and waited < 9.0  # woken, not timed out
+
+    def test_a_wait_with_nothing_new_times_out(
+        self, waking: Store, store_factory: Callable[..., Store], now: float
+    ) -> None:
+        import time
+
+        waiter = store_factory()
+        waiter.fetch_due(now, 10, LEASE)
+        started = time.monotonic()
+        assert waiter.wait_for_mail(0.3) is False
+        assert time.monotonic() - started >= 0.25
+
+    def test_mail_queued_after_a_claim_wakes_the_next_wait_once(
+        self, waking: Store, store_factory: Callable[..., Store], now: float
+    ) -> None:
+        waiter = store_factory()
+        assert waiter.fetch_due(now, 10, LEASE) == []
+        waking.enqueue([_record(now, "between")])  # before the wait began
+        assert waiter.wait_for_mail(5.0) is True
+        assert waiter.wait_for_mail(0.2) is False  # answered once
+
+    def test_a_release_and_a_requeue_for_now_wake_too(
+        self, waking: Store, store_factory: Callable[..., Store], now: float
+    ) -> None:
+        waiter = store_factory()
+        waking.enqueue([_record(now - 2, "a"), _record(now - 1, "b")])
+        first, second = waking.fetch_due(now, 2, LEASE)
+        waiter.fetch_due(now, 10, LEASE)
+        waking.release(first)
+        assert waiter.wait_for_mail(5.0) is True
+        waiter.fetch_due(now, 10, LEASE)
+        waking.requeue(second, now, "421 try again")
+        assert waiter.wait_for_mail(5.0) is True
+
     # -- heartbeats -----------------------------------------------------------------
 
     @pytest.fixture
