@@ -6,8 +6,10 @@ write (``WAIT`` on the same connection); fewer within ``replica_timeout`` is
 takes back what it added. The drill stalls the replicas (SIGSTOP; the master
 gives up on them, as ``repl-timeout`` would), keeps enqueueing, kills the
 master and lets Sentinel promote a replica: without the option the mail
-acknowledged during the stall is gone, with it none is. Bigger runs, and the
-cost of the option on loopback::
+acknowledged during the stall is gone, with it none is. The pause flag is
+confirmed the same way, so a pause or resume the store acknowledged survives
+the failover (without the option, one set during the stall is undone). Bigger
+runs, and the cost of the option on loopback::
 
     python -m tests.test_redis_failover drill --before 2000 --during 300
     python -m tests.test_redis_failover cost --count 5000
@@ -31,7 +33,7 @@ from django.test import override_settings
 from mailqueue_core.errors import ConfigurationError, StoreUnavailable
 from mailqueue_core.testing.contract import LEASE, make_record
 from mailqueue_stores.redis import RedisStore
-from tests.servers.redis import Replicated, replication, wait_until
+from tests.servers.redis import Replicated, replication, wait_for_replicas, wait_until
 
 pytestmark = pytest.mark.drill
 
@@ -158,6 +160,56 @@ def test_a_cluster_without_replicas_refuses_durable_enqueue(redis_cluster, now):
         with pytest.raises(StoreUnavailable, match="only 0 of the 1"):
             store.enqueue([make_record(now)])
         assert store.stats(now).ready == 0
+        with pytest.raises(StoreUnavailable, match="only 0 of the 1"):
+            store.set_paused(True)
+
+
+def stall_replicas(cluster: Replicated) -> None:
+    """Stop the replicas (SIGSTOP) and have the master give up on them, as repl-timeout would."""
+    for replica in cluster.replicas:
+        replica.pause()
+    with cluster.master.client() as master:
+        master.client_kill_filter(_type="replica")
+        wait_until(lambda: master.info("replication")["connected_slaves"] == 0, "replicas gone")
+
+
+@pytest.mark.parametrize("min_replicas", [0, 1])
+def test_a_pause_the_store_confirmed_survives_a_failover(redis_replicated, min_replicas):
+    # "held" is paused while the replica keeps up, then resumed while it stalls;
+    # "stalled" is paused while it stalls. Each acknowledged change must be what the
+    # new master says after the failover; a refused one the operator knows to repeat.
+    cluster = redis_replicated(1)
+    url = f"{cluster.sentinel.url}?min_replicas={min_replicas}"
+    acknowledged: dict[str, bool] = {}
+
+    def pause(namespace: str, paused: bool, replica_timeout: float) -> None:
+        with RedisStore(url, namespace=namespace, replica_timeout=replica_timeout) as store:
+            try:
+                store.set_paused(paused)
+            except StoreUnavailable as refused:
+                assert "only 0 of the 1" in str(refused) and "failover" in str(refused)
+                assert store.paused() == paused  # the master has it all the same
+            else:
+                acknowledged[namespace] = paused
+
+    pause("held", True, 5.0)
+    wait_for_replicas(cluster.master, 1)  # without the option, so the replica has it too
+    stall_replicas(cluster)
+    pause("held", False, 0.2)
+    pause("stalled", True, 0.2)
+    cluster.master.kill()
+    for replica in cluster.replicas:
+        replica.resume()
+    cluster.wait_for_failover()
+    after = {}
+    for namespace in ("held", "stalled"):
+        with RedisStore(url, namespace=namespace) as store:
+            after[namespace] = store.paused()
+    assert after == {"held": True, "stalled": False}
+    if min_replicas:
+        assert acknowledged == {"held": True}  # the two changes during the stall were refused
+    else:
+        assert acknowledged == {"held": False, "stalled": True}  # and both were lost
 
 
 @pytest.mark.parametrize(
@@ -217,12 +269,7 @@ def failover_drill(cluster: Replicated, min_replicas: int, before: int, during: 
                     acknowledged.update(r.id for r in records)
 
     enqueue(before, 5.0)  # healthy replicas answer in a millisecond; a loaded machine, later
-    for replica in cluster.replicas:
-        replica.pause()
-    with cluster.master.client() as master:
-        # The master gives up on replicas that stopped answering (repl-timeout).
-        master.client_kill_filter(_type="replica")
-        wait_until(lambda: master.info("replication")["connected_slaves"] == 0, "replicas gone")
+    stall_replicas(cluster)
     enqueue(during, 0.2)
     cluster.master.kill()
     for replica in cluster.replicas:

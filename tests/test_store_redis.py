@@ -321,7 +321,9 @@ def test_options_are_kept_for_rebuilding(redis_server):
     s = RedisStore(redis_server.url, namespace="x", socket_timeout=2, client_options={})
     assert s.options == {"socket_timeout": 2, "client_options": {}}
     assert s.namespace == "x"
-    assert s.capabilities == frozenset({"shared", "durable", "rate_limit", "browse", "pause"})
+    assert s.capabilities == frozenset(
+        {"shared", "durable", "rate_limit", "browse", "pause", "heartbeat", "sent_log"}
+    )
 
 
 # -- URLs and options -----------------------------------------------------------

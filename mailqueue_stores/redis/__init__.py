@@ -34,7 +34,11 @@ Capabilities and what it can lose
     :mod:`mailqueue_stores.redis.limits`), ``browse`` (pages by cursor whose
     cost does not grow with the depth of the queue:
     :mod:`mailqueue_stores.redis.browsing`), ``pause`` (one key of the
-    namespace) and ``durable``, as durable as the
+    namespace; with ``min_replicas``, confirmed by the replicas as an enqueue
+    is), ``sent_log`` (a sorted set and a hash per record, each expiring when
+    its record may go: :mod:`mailqueue_stores.redis.sentlog`), ``heartbeat``
+    (a hash and a sorted set that expire with the last note:
+    :mod:`mailqueue_stores.redis.heartbeats`) and ``durable``, as durable as the
     server's persistence: with
     ``appendonly yes`` and ``appendfsync everysec`` a crash of the machine can
     lose the last second of writes (a crash of Redis alone loses nothing);
@@ -80,12 +84,13 @@ from mailqueue_core.store import (
     Entry,
     Page,
     Record,
+    SentRecord,
     State,
     Stats,
     Store,
 )
 from mailqueue_core.text import get_logger
-from mailqueue_stores.redis import browsing
+from mailqueue_stores.redis import browsing, sentlog
 from mailqueue_stores.redis.client import RedisClient
 from mailqueue_stores.redis.records import (
     claim_from_row,
@@ -110,6 +115,8 @@ class RedisStore(Store):
             Capability.RATE_LIMIT,
             Capability.BROWSE,
             Capability.PAUSE,
+            Capability.HEARTBEAT,
+            Capability.SENT_LOG,
         }
     )
     #: Redis's largest string (``proto-max-bulk-len``, 512 MiB by default).
@@ -222,6 +229,46 @@ class RedisStore(Store):
 
     def set_paused(self, paused: bool) -> None:
         self._client.set_paused(paused)
+
+    # -- heartbeats and the sent log ----------------------------------------------
+
+    def beat(self, flusher: str, now: float, expires: float) -> None:
+        self._client.beat(flusher, now, expires)
+
+    def beats(self, now: float) -> dict[str, float]:
+        flat = self._client.beats(now)
+        notes: dict[str, float] = {}
+        for name, at in zip(flat[::2], flat[1::2], strict=True):
+            try:
+                notes[name.decode()] = float(at)
+            except ValueError:
+                log.warning(
+                    "redis store (namespace %s): the heartbeat of %r holds %r, not a time",
+                    self.namespace,
+                    name,
+                    at[:40],
+                )
+        return notes
+
+    def log_sent(self, records: Sequence[SentRecord], expires: float) -> None:
+        if records:
+            self._client.log_sent(records, expires)
+
+    def sent_log(
+        self,
+        now: float,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        newest_first: bool = True,
+    ) -> Page[SentRecord]:
+        return sentlog.page(self._client, limit, cursor, newest_first)
+
+    def count_sent(self, since: float) -> int:
+        return self._client.count_sent(since)
+
+    def prune_sent(self, sent_before: float) -> int:
+        return self._client.prune_sent(sent_before)
 
     # -- the rest --------------------------------------------------------------
 

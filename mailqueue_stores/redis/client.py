@@ -17,11 +17,12 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from mailqueue_core.errors import StoreError
-from mailqueue_core.store import Claim, Record
+from mailqueue_core.errors import StoreError, StoreUnavailable
+from mailqueue_core.store import Claim, Record, SentRecord
 from mailqueue_core.text import get_logger
 from mailqueue_stores.redis.connection import RedisConnection, ReplicasMissing
 from mailqueue_stores.redis.keys import RedisKeys
+from mailqueue_stores.redis.sentlog import FIELDS, fields_of, member, ttl_ms
 from mailqueue_stores.redis.settings import RedisSettings
 
 __all__ = ["DEAD_FIELDS", "LOST_FIELDS", "RedisClient"]
@@ -261,7 +262,93 @@ class RedisClient:
         return bool(self.connection.call("EXISTS", self.keys.paused))
 
     def set_paused(self, paused: bool) -> None:
-        self.connection.run("set_paused", [self.keys.paused], [int(paused)])
+        """Set or clear the flag; with ``min_replicas``, confirmed by WAIT as enqueue is."""
+        keys, args = [self.keys.paused], [int(paused)]
+        replicas = self.settings.options.min_replicas
+        if not replicas:
+            self.connection.run("set_paused", keys, args)
+            return
+        try:
+            self.connection.run_replicated("set_paused", keys, args, replicas)
+        except ReplicasMissing as missing:
+            done = "paused" if paused else "resumed"
+            # Unlike an enqueue, nothing is taken back: the flag is idempotent, and
+            # the operator, told, sets it again.
+            raise StoreUnavailable(
+                f"{missing}: delivery is {done} on the master, but a failover now could "
+                "undo that; run the command again"
+            ) from missing
+
+    # -- heartbeats and the sent log ----------------------------------------------
+
+    def beat(self, flusher: str, now: float, expires: float) -> None:
+        k = self.keys
+        args = [flusher, repr(float(now)), repr(float(expires)), ttl_ms(now, expires)]
+        self.connection.run("beat", [k.beats, k.beats_until], args)
+
+    def beats(self, now: float) -> list[bytes]:
+        """``[name, last active, ...]`` of the notes that expire after ``now``."""
+        k = self.keys
+        answer: list[bytes] = self.connection.run(
+            "beats", [k.beats, k.beats_until], [repr(float(now))]
+        )
+        return answer
+
+    def log_sent(self, records: Sequence[SentRecord], expires: float) -> None:
+        k = self.keys
+        keys = [k.sent]
+        args: list[Any] = []
+        for record in records:
+            name = member(record.sent, record.id)
+            pairs = fields_of(record)
+            keys.append(k.sent_record(name))
+            args += [name, repr(record.sent + 0.0), ttl_ms(record.sent, expires), len(pairs) // 2]
+            args += pairs
+        self.connection.run("log_sent", keys, args)
+
+    def walk_sent(
+        self, after: tuple[float, str] | None, want: int, newest_first: bool
+    ) -> list[tuple[bytes, bytes]]:
+        """Up to ``want`` (member, score) of ``sent`` from the member ``after`` on."""
+        ((flat, _),) = self.walk(
+            [self.keys.sent],
+            "all",
+            0.0,
+            reverse=newest_first,
+            want=want,
+            cap=want,
+            skip_held=False,
+            after=after,
+            ties_to_come=[False],
+        )
+        return list(zip(flat[::2], flat[1::2], strict=True))
+
+    def read_sent(self, members: Sequence[bytes], need: int) -> list[Row]:
+        """Rows of the logged records (see ``READ_SENT``), at most ``need``."""
+        keys = [self.keys.sent, *(self.keys.sent_record(m.decode()) for m in members)]
+        rows: list[Row] = self.connection.run(
+            "read_sent", keys, [need, len(FIELDS), *FIELDS, *members]
+        )
+        return rows
+
+    def count_sent(self, since: float) -> int:
+        return int(self.connection.call("ZCOUNT", self.keys.sent, repr(float(since)), "+inf"))
+
+    def prune_sent(self, sent_before: float) -> int:
+        """Delete the log's records sent before ``sent_before``, in chunks."""
+        k = self.keys
+        before = repr(float(sent_before))
+        total = 0
+        while True:
+            found = self.connection.call(
+                "ZRANGEBYSCORE", k.sent, "-inf", f"({before}", "LIMIT", 0, CHUNK
+            )
+            names = [name.decode() for name in found]
+            if names:
+                keys = [k.sent, *map(k.sent_record, names)]
+                total += self.connection.run("prune_sent", keys, [before, *names])
+            if len(names) < CHUNK:
+                return total
 
     # -- the rest --------------------------------------------------------------
 

@@ -19,6 +19,13 @@ For namespace ``NS`` every key starts with ``P`` = ``mailqueue:{NS}:``::
     P slots:NAME    zset    connection slot tokens scored by lease expiry; expires with
                             the last lease
     P paused        string  "1" while delivery is paused (absent otherwise)
+    P sent          zset    the sent log: members SENT:ID (SENT the ``repr`` of the send
+                            time) scored by send time; expires with its longest-kept record
+    P s:SENT:ID     hash    one logged record: recipients (a JSON list), subject,
+                            message_id, transport, provider_id (absent for None),
+                            attempts, created, data; expires when the record may go
+    P beats         hash    each flusher's name -> when it was last active
+    P beats:until   zset    each flusher's name scored by when its note may be forgotten
 
 Redis Cluster hashes only what stands between a key's first braces, so every
 key of a namespace, whatever follows the prefix, lives in the slot of
@@ -45,6 +52,9 @@ class RedisKeys:
         self.dead = self.prefix + "dead"
         self.lost = self.prefix + "lost"
         self.paused = self.prefix + "paused"
+        self.sent = self.prefix + "sent"
+        self.beats = self.prefix + "beats"
+        self.beats_until = self.prefix + "beats:until"
 
     def live(self, mid: str) -> str:
         return self.live_prefix + mid
@@ -54,6 +64,10 @@ class RedisKeys:
 
     def lost_letter(self, mid: str) -> str:
         return self.lost_prefix + mid
+
+    def sent_record(self, member: str) -> str:
+        """The key of the logged record whose member of ``sent`` is ``member``."""
+        return f"{self.prefix}s:{member}"
 
     def bucket(self, name: str) -> str:
         return f"{self.prefix}bucket:{name}"

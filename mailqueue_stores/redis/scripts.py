@@ -9,11 +9,13 @@ Declared keys. Every key a script touches comes to it in KEYS, so Redis and
 a Cluster client know them before it runs: a Cluster routes the call by them
 and, while their slot is being moved, answers ``ASK`` or ``TRYAGAIN`` before
 anything runs. A script that must see a message's hash takes its key in
-KEYS, one per message (enqueue, withdraw, add to the dead letters, revive);
-one that lists or purges what an index holds reads the ids first, in a
-separate call, and the script checks each id again against the index, so an
-id settled in between is skipped (the dead letters, purge, the leases of
-``stats``, and the console's pages: :mod:`~mailqueue_stores.redis.console`).
+KEYS, one per message (enqueue, withdraw, add to the dead letters, revive,
+logging sent mail); one that lists or purges what an index holds reads the
+ids first, in a separate call, and the script checks each id again against
+the index, so an id settled in between is skipped (the dead letters, purge,
+the leases of ``stats``, the console's pages:
+:mod:`~mailqueue_stores.redis.console`, and the sent log's pages and prune:
+:mod:`~mailqueue_stores.redis.sentlog`).
 
 The one exception is the claim: it reads the due ids from ``due`` and builds
 their message keys (and the dead-letter or loss key of a damaged one) from the
@@ -63,7 +65,9 @@ the most a lease can be cut short by a clock that is off.
 from __future__ import annotations
 
 from mailqueue_stores.redis.console import CONSOLE_SCRIPTS
+from mailqueue_stores.redis.heartbeats import HEARTBEAT_SCRIPTS
 from mailqueue_stores.redis.limits import LIMIT_SCRIPTS
+from mailqueue_stores.redis.sentlog import SENT_SCRIPTS
 
 __all__ = ["SCRIPTS", "script_source", "supports_flags"]
 
@@ -412,6 +416,9 @@ SCRIPTS: dict[str, tuple[str, str]] = {
 SCRIPTS.update({name: ("allow-oom", body) for name, body in LIMIT_SCRIPTS.items()})
 # So do the console's (browse, get, delete, send now, pause), flags and all.
 SCRIPTS.update(CONSOLE_SCRIPTS)
+# And what the store keeps for the console's overview: the sent log and heartbeats.
+SCRIPTS.update(SENT_SCRIPTS)
+SCRIPTS.update(HEARTBEAT_SCRIPTS)
 
 
 def supports_flags(version: str) -> bool:
