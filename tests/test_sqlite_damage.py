@@ -36,16 +36,20 @@ DAMAGES = {
 }
 
 
-def allow_nulls(path: str) -> None:
-    """Remove the tables' NOT NULL constraints (SQLite's ALTER TABLE page, "other changes")."""
+def allow_nulls(
+    path: str, tables: tuple[str, ...] = ("mailqueue_queue", "mailqueue_dead")
+) -> None:
+    """Remove the NOT NULL constraints of ``tables`` (SQLite's ALTER TABLE page, "other
+    changes")."""
     with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
         conn.execute("BEGIN IMMEDIATE")
         (version,) = conn.execute("PRAGMA schema_version").fetchone()
         conn.execute("PRAGMA writable_schema = ON")
-        conn.execute(
-            "UPDATE sqlite_master SET sql = replace(sql, ' NOT NULL', '')"
-            " WHERE name IN ('mailqueue_queue', 'mailqueue_dead')"
-        )
+        for table in tables:
+            conn.execute(
+                "UPDATE sqlite_master SET sql = replace(sql, ' NOT NULL', '') WHERE name = ?",
+                (table,),
+            )
         conn.execute(f"PRAGMA schema_version = {version + 1}")
         conn.execute("PRAGMA writable_schema = OFF")
         conn.execute("COMMIT")

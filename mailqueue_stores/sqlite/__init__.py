@@ -33,8 +33,9 @@ Capabilities and what it can lose
     filesystem, where SQLite's locks do not hold), ``durable``,
     ``rate_limit`` (buckets and slots in the same file), ``local`` (its
     check looks at files only), ``browse`` (pages by cursor over an index:
-    the same cost at any depth) and ``pause`` (a flag per namespace in the
-    file). With
+    the same cost at any depth), ``pause`` (a flag per namespace in the
+    file), ``heartbeat`` (a row per flusher) and ``sent_log`` (a table in
+    the file, paged by cursor like ``browse``). With
     ``synchronous=FULL`` a message is on disk when ``enqueue`` returns and
     survives a crash of the process or of the machine. With ``NORMAL`` the
     last commits before a power cut or an operating-system crash may be lost
@@ -57,8 +58,9 @@ The package
     :mod:`~mailqueue_stores.sqlite.files`, :mod:`~mailqueue_stores.sqlite.space`,
     :mod:`~mailqueue_stores.sqlite.rows`, :mod:`~mailqueue_stores.sqlite.rate_limits`,
     :mod:`~mailqueue_stores.sqlite.console` and :mod:`~mailqueue_stores.sqlite.browsing`
-    (the console's calls and pages) and :mod:`~mailqueue_stores.sqlite.site_transaction`
-    (enqueue in the site's transaction).
+    (the console's calls and pages), :mod:`~mailqueue_stores.sqlite.counting`
+    (``stats`` from the indexes), :mod:`~mailqueue_stores.sqlite.sent_log` and
+    :mod:`~mailqueue_stores.sqlite.site_transaction` (enqueue in the site's transaction).
 """
 
 from mailqueue_stores.sqlite.store import SQLiteStore

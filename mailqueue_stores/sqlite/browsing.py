@@ -30,7 +30,7 @@ from mailqueue_core.store import Entry, Page, State
 from mailqueue_stores.sqlite.rows import Row, read_dead, read_record, readable, shown_id
 from mailqueue_stores.sqlite.schema import HELD_INDEX, WAITING_INDEX
 
-__all__ = ["Position", "live_state", "read_entry", "read_page", "statements"]
+__all__ = ["Position", "bind", "live_state", "read_entry", "read_page", "statements"]
 
 _LIVE = "id, due, record_due, created, attempts, last_error, data"
 _DEAD = "id, buried, reason, created, due, attempts, last_error, data"
@@ -99,7 +99,9 @@ def _order(value: float | str | bytes) -> tuple[int, float | bytes]:
     return (3, value)
 
 
-def _placeholder(value: object) -> tuple[str, object]:
+def bind(value: object) -> tuple[str, object]:
+    """The placeholder and the parameter that stand for ``value`` in a statement
+    (a text read with surrogateescape goes in as its bytes, see ``_AS_TEXT``)."""
     if isinstance(value, str) and readable(value) != value:
         return _AS_TEXT, value.encode("utf-8", "surrogateescape")
     return "?", value
@@ -190,7 +192,7 @@ def _among_nulls(
     if after.key is not None:
         # The NULLs come first: passed going up, all still ahead going down.
         return (conditions, []) if newest_first else None
-    mark, value = _placeholder(_id(after.id))
+    mark, value = bind(_id(after.id))
     conditions.append(f"id {'<' if newest_first else '>'} {mark}")
     return conditions, [value]
 
@@ -211,8 +213,8 @@ def _in_range(
         if not _beyond(at, near, not newest_first):
             # Inside the range, the cursor replaces the bound on the side the
             # walk comes from: SQLite seeks on one bound a side.
-            key_mark, key_value = _placeholder(at)
-            id_mark, id_value = _placeholder(_id(after.id))
+            key_mark, key_value = bind(at)
+            id_mark, id_value = bind(_id(after.id))
             conditions.append(
                 f"({key}, id) {'<' if newest_first else '>'} ({key_mark}, {id_mark})"
             )

@@ -1,11 +1,15 @@
-"""The console's part of the SQLite store: browse, single-record actions, the pause flag.
+"""The console's part of the SQLite store: browse, single-record actions, the pause
+flag, the flushers' heartbeats.
 
 Pages come from :mod:`~mailqueue_stores.sqlite.browsing`. Every call uses the
 store's own connections, also when ``django_database`` names the site's
 connection for enqueues: an operator's action is not part of a request's
 transaction. The pause flag of a namespace is a row of ``mailqueue_meta``, in
 the same file as the queue, so every flusher of the machine sees it and it
-lasts as the queue does.
+lasts as the queue does. A heartbeat is a row of ``mailqueue_beats`` per
+namespace and flusher name; each beat also deletes the namespace's notes that
+expired, so the table holds about one row per flusher seen within a note's
+lifetime (a day, for the flusher).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Protocol, TypeVar
 
 from mailqueue_core.store import Entry, Page, State
 from mailqueue_stores.sqlite.browsing import Position, live_state, read_entry, read_page
+from mailqueue_stores.sqlite.rows import shown_id
 
 __all__ = ["SQLiteConsole"]
 
@@ -45,6 +50,12 @@ _SEND_NOW = (
 _PAUSED = "SELECT 1 FROM mailqueue_meta WHERE key = ?"
 _PAUSE = "INSERT OR REPLACE INTO mailqueue_meta (key, value) VALUES (?, '1')"
 _RESUME = "DELETE FROM mailqueue_meta WHERE key = ?"
+_BEAT = (
+    "INSERT OR REPLACE INTO mailqueue_beats (namespace, flusher, seen, expires)"
+    " VALUES (?, ?, ?, ?)"
+)
+_FORGET = "DELETE FROM mailqueue_beats WHERE namespace = ? AND expires <= ?"
+_BEATS = "SELECT flusher, seen FROM mailqueue_beats WHERE namespace = ? AND expires > ?"
 
 
 class _Store(Protocol):
@@ -127,3 +138,14 @@ class SQLiteConsole:
     def set_paused(self: _Store, paused: bool) -> None:
         with self._transaction() as conn:
             conn.execute(_PAUSE if paused else _RESUME, (_pause_key(self.namespace),))
+
+    def beat(self: _Store, flusher: str, now: float, expires: float) -> None:
+        with self._transaction() as conn:
+            conn.execute(_BEAT, (self.namespace, flusher, now, expires))
+            conn.execute(_FORGET, (self.namespace, now))
+
+    def beats(self: _Store, now: float) -> dict[str, float]:
+        with self._transaction("BEGIN") as conn:
+            rows = conn.execute(_BEATS, (self.namespace, now)).fetchall()
+        # A time changed by hand into a text is no time: that note is left out.
+        return {shown_id(name): seen for name, seen in rows if isinstance(seen, (int, float))}

@@ -14,12 +14,20 @@ The console lists each state in ``(due, id)`` order: two partial indexes on
 one over the claimed rows (in flight and stuck), so that a page reads only its
 own entries and listing the few claimed rows never walks the deep scheduled
 ones. Dead letters are listed by their ``(namespace, buried, id)`` index.
+:meth:`~mailqueue_stores.sqlite.SQLiteStore.stats` reads indexes only (see
+:mod:`~mailqueue_stores.sqlite.counting`); for the age of the oldest ready
+message, a third partial index orders the waiting rows by ``created``.
 
-Indexes added to a released schema (those two) do not change the schema
-version: a release that does not know an index still keeps it up to date
-(SQLite does, on every write), while a newer version would make that release
-refuse the file, so a rollback would stop the queue. :func:`ensure_schema`
-adds the missing ones under the write lock, like a missing table.
+The sent log (:mod:`~mailqueue_stores.sqlite.sent_log`) is a table of its own,
+listed, counted and pruned through its unique ``(namespace, sent, id)`` index;
+the flushers' heartbeats are a small table keyed on ``(namespace, flusher)``.
+
+Indexes and tables added to a released schema (the three indexes, the sent
+log and the heartbeats) do not change the schema version: a release that does
+not know an index still keeps it up to date (SQLite does, on every write), and
+one that does not know a table leaves it alone, while a newer version would
+make that release refuse the file, so a rollback would stop the queue.
+:func:`ensure_schema` adds the missing ones under the write lock.
 """
 
 from __future__ import annotations
@@ -30,10 +38,13 @@ import time
 from mailqueue_core.errors import ConfigurationError
 
 __all__ = [
+    "ADDED",
     "CLAIM",
     "CLAIM_UNTIMED",
+    "CREATED_INDEX",
     "HELD_INDEX",
     "SCHEMA_VERSION",
+    "SENT_INDEX",
     "WAITING_INDEX",
     "enable_wal",
     "ensure_schema",
@@ -44,6 +55,8 @@ SCHEMA_VERSION = 2  # 2: rate-limit buckets and connection slots
 _SQLITE_BUSY = 5  # sqlite3.SQLITE_BUSY from Python 3.11
 WAITING_INDEX = "mailqueue_queue_waiting"
 HELD_INDEX = "mailqueue_queue_held"
+CREATED_INDEX = "mailqueue_queue_created"
+SENT_INDEX = "mailqueue_sent_time"
 
 DDL = (
     """CREATE TABLE IF NOT EXISTS mailqueue_meta (
@@ -67,6 +80,9 @@ DDL = (
     " WHERE token IS NULL",
     f"CREATE INDEX IF NOT EXISTS {HELD_INDEX} ON mailqueue_queue (namespace, due, id)"
     " WHERE token IS NOT NULL",
+    # ``due`` is in it so that finding the oldest ready row never reads the table.
+    f"CREATE INDEX IF NOT EXISTS {CREATED_INDEX} ON mailqueue_queue (namespace, created, due)"
+    " WHERE token IS NULL",
     """CREATE TABLE IF NOT EXISTS mailqueue_dead (
         namespace TEXT NOT NULL,
         id TEXT NOT NULL,
@@ -94,6 +110,28 @@ DDL = (
         expires REAL NOT NULL,
         PRIMARY KEY (namespace, name, token)
     )""",
+    # ``recipients`` is a JSON array; ``data`` is empty unless bodies are kept.
+    """CREATE TABLE IF NOT EXISTS mailqueue_sent (
+        namespace TEXT NOT NULL,
+        id TEXT NOT NULL,
+        sent REAL NOT NULL,
+        recipients TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        message_id TEXT,
+        transport TEXT NOT NULL,
+        provider_id TEXT,
+        attempts INTEGER NOT NULL,
+        created REAL NOT NULL,
+        data BLOB NOT NULL
+    )""",
+    f"CREATE UNIQUE INDEX IF NOT EXISTS {SENT_INDEX} ON mailqueue_sent (namespace, sent, id)",
+    """CREATE TABLE IF NOT EXISTS mailqueue_beats (
+        namespace TEXT NOT NULL,
+        flusher TEXT NOT NULL,
+        seen REAL NOT NULL,
+        expires REAL NOT NULL,
+        PRIMARY KEY (namespace, flusher)
+    )""",
 )
 
 SET_VERSION_IF_MISSING = (
@@ -101,8 +139,18 @@ SET_VERSION_IF_MISSING = (
 )
 _VERSION_TABLE = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'mailqueue_meta'"
 _VERSION = "SELECT value FROM mailqueue_meta WHERE key = 'schema_version'"
-_ADDED_INDEXES = (WAITING_INDEX, HELD_INDEX)
-_INDEXES_FOUND = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name IN (?, ?)"
+#: What was added to the schema after its version was released (tables and
+#: indexes share one namespace of names in SQLite).
+ADDED = (
+    WAITING_INDEX,
+    HELD_INDEX,
+    CREATED_INDEX,
+    "mailqueue_sent",
+    SENT_INDEX,
+    "mailqueue_beats",
+)
+_ADDED_MARKS = ", ".join("?" * len(ADDED))
+_ADDED_FOUND = f"SELECT COUNT(*) FROM sqlite_master WHERE name IN ({_ADDED_MARKS})"  # noqa: S608
 TABLES = "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
 
 #: The claim query: parameters ``(namespace, now, limit)``. Public so that a
@@ -147,19 +195,6 @@ ADD_DEAD = (
     " (namespace, id, buried, reason, created, due, attempts, last_error, data)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-# A ``due`` that is not a number (a damaged row) counts as due: CLAIM_UNTIMED
-# claims it. A held row whose lease expired is stuck until it is claimed again.
-STATS = (
-    "SELECT COALESCE(SUM(NOT held AND NOT later), 0), COALESCE(SUM(NOT held AND later), 0),"
-    " COALESCE(SUM(held AND later), 0), COALESCE(SUM(held AND NOT later), 0),"
-    " MIN(CASE WHEN NOT held AND NOT later AND typeof(created) IN ('integer', 'real')"
-    " THEN created END),"
-    " MIN(CASE WHEN NOT held AND later THEN due END)"
-    " FROM (SELECT token IS NOT NULL AS held, created, due,"
-    " typeof(due) IN ('integer', 'real') AND due > :now AS later"
-    " FROM mailqueue_queue WHERE namespace = :namespace)"
-)
-COUNT_DEAD = "SELECT COUNT(*) FROM mailqueue_dead WHERE namespace = ?"
 DEAD_LETTERS = (
     "SELECT id, buried, reason, created, due, attempts, last_error, data FROM mailqueue_dead"
     " WHERE namespace = ? ORDER BY buried, id LIMIT ?"
@@ -186,9 +221,9 @@ def schema_version(conn: sqlite3.Connection) -> int:
 
 
 def _complete(conn: sqlite3.Connection) -> bool:
-    """Whether the file holds every index added since its version was released."""
-    (found,) = conn.execute(_INDEXES_FOUND, _ADDED_INDEXES).fetchone()
-    return bool(found == len(_ADDED_INDEXES))
+    """Whether the file holds every table and index added since its version was released."""
+    (found,) = conn.execute(_ADDED_FOUND, ADDED).fetchone()
+    return bool(found == len(ADDED))
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:
@@ -226,8 +261,8 @@ def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
     looks again once it holds the write lock, so processes that race to create
     or upgrade the schema take turns and the later ones find it done. Indexing
     a deep queue holds the write lock meanwhile (the console's two indexes:
-    2.8 s for a million messages, measured): other processes wait for it as
-    for any write, up to ``timeout``.
+    2.8 s for a million messages, measured; the ``created`` one: 1.9 s): other
+    processes wait for it as for any write, up to ``timeout``.
     """
     version = schema_version(conn)
     if version == SCHEMA_VERSION and _complete(conn):

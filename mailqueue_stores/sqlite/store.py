@@ -20,6 +20,7 @@ from mailqueue_core.text import get_logger
 from mailqueue_stores.sqlite import schema as sql
 from mailqueue_stores.sqlite.connections import ConnectionPool
 from mailqueue_stores.sqlite.console import SQLiteConsole
+from mailqueue_stores.sqlite.counting import read_stats
 from mailqueue_stores.sqlite.files import create_lock, create_private, warn_if_open_to_others
 from mailqueue_stores.sqlite.options import WHAT, SQLiteOptions, read
 from mailqueue_stores.sqlite.rate_limits import SQLiteLimits
@@ -32,6 +33,7 @@ from mailqueue_stores.sqlite.rows import (
     readable,
     usable_id,
 )
+from mailqueue_stores.sqlite.sent_log import SQLiteSentLog
 from mailqueue_stores.sqlite.site_transaction import enqueue_in_site_transaction
 from mailqueue_stores.sqlite.space import Reserve, give_back, out_of_space, truncate_wal
 from mailqueue_stores.sqlite.verify import diagnose, no_queue, uri, verify_queue
@@ -49,7 +51,7 @@ JOURNAL_SIZE_LIMIT = 16 << 20
 _ALWAYS_SHOWN = ("timeout", "synchronous")
 
 
-class SQLiteStore(SQLiteConsole, SQLiteLimits, Store):
+class SQLiteStore(SQLiteConsole, SQLiteSentLog, SQLiteLimits, Store):
     """A queue in one SQLite file (see :mod:`mailqueue_stores.sqlite`)."""
 
     capabilities = frozenset(
@@ -60,6 +62,8 @@ class SQLiteStore(SQLiteConsole, SQLiteLimits, Store):
             Capability.LOCAL,
             Capability.BROWSE,
             Capability.PAUSE,
+            Capability.HEARTBEAT,
+            Capability.SENT_LOG,
         }
     )
 
@@ -304,20 +308,7 @@ class SQLiteStore(SQLiteConsole, SQLiteLimits, Store):
 
     def stats(self, now: float) -> Stats:
         with self._transaction("BEGIN") as conn:
-            ready, scheduled, in_flight, stuck, oldest, next_due = conn.execute(
-                sql.STATS, {"now": now, "namespace": self.namespace}
-            ).fetchone()
-            (dead,) = conn.execute(sql.COUNT_DEAD, (self.namespace,)).fetchone()
-        return Stats.counted(
-            now,
-            ready=ready,
-            scheduled=scheduled,
-            in_flight=in_flight,
-            dead=dead,
-            oldest_created=oldest,
-            stuck=stuck,
-            next_due=next_due,
-        )
+            return read_stats(conn, self.namespace, now)
 
     def dead_letters(self, limit: int | None = None) -> list[DeadLetter]:
         with self._transaction("BEGIN") as conn:
