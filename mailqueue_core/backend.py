@@ -22,9 +22,10 @@ from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 
 from mailqueue_core import codec, convert
-from mailqueue_core.config import DEFAULTS, Config
+from mailqueue_core.config import DEFAULTS, Config, TaskSetting
 from mailqueue_core.django_settings import get_config, get_store
 from mailqueue_core.errors import ConfigurationError, MessageTooLarge, StoreUnavailable
+from mailqueue_core.locations import redact
 from mailqueue_core.signals import message_queued
 from mailqueue_core.store import Record
 from mailqueue_core.text import get_logger
@@ -106,6 +107,8 @@ class EmailBackend(BaseEmailBackend):
                 message_queued.send(
                     sender=type(self), message_id=item.id, recipients=item.recipients
                 )
+            if config.task is not None:
+                _flush_after_commit(config.task, config.on_commit)
             return True
         return False
 
@@ -145,3 +148,26 @@ class EmailBackend(BaseEmailBackend):
             if fail_silently:
                 return False
             raise
+
+
+def _flush_after_commit(task: TaskSetting, using: str | None) -> None:
+    """``MAILQUEUE["TASK"]``: enqueue the flush task once the transaction commits (at
+    once outside one, and so at once when ON_COMMIT already waited for the commit)."""
+    from django.db import transaction
+
+    transaction.on_commit(lambda: _enqueue_flush(task), using=using)
+
+
+def _enqueue_flush(task: TaskSetting) -> None:
+    try:
+        from mailqueue_core.tasks import enqueue_flush
+
+        enqueue_flush(task)
+    except Exception as exc:
+        # The mail is queued: cron, a service or the next task delivers it. The
+        # request must not fail for a trigger (the system check says what is wrong).
+        logger.error(
+            "queued, but could not enqueue the flush task (MAILQUEUE['TASK']): %s: %s",
+            type(exc).__name__,
+            redact(str(exc)),
+        )

@@ -217,6 +217,61 @@ def check_staging(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     ]
 
 
+@register("mailqueue")
+def check_task(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``TASK``: the flush task can be enqueued, and does not run inside the request."""
+    from mailqueue_core.django_settings import get_config
+
+    if getattr(settings, "MAILQUEUE", None) is None and not _uses_queue():
+        return []
+    try:
+        task = get_config().task
+    except ConfigurationError:
+        return []  # mailqueue.E001 says why
+    if task is None:
+        return []
+    try:
+        from mailqueue_core import tasks
+    except ImportError as exc:
+        return [
+            Error(f"MAILQUEUE['TASK'] is on, but {exc}", hint=_NO_TASK_HINT, id="mailqueue.E005")
+        ]
+    except Exception as exc:  # the framework refused to define the task for the site's TASKS
+        why: str | None = f"{type(exc).__name__}: {exc}"
+    else:
+        why = tasks.invalid(task)
+    if why is not None:
+        return [
+            Error(
+                f"MAILQUEUE['TASK'] cannot enqueue the flush task on TASKS[{task.backend!r}], "
+                f"queue {task.queue_name!r}: {why}",
+                hint="Name an alias of TASKS as BACKEND, one of its QUEUES as QUEUE_NAME, and "
+                "leave PRIORITY out where the backend has no priorities.",
+                id="mailqueue.E005",
+            )
+        ]
+    if tasks.runs_in_request(task):
+        return [
+            Warning(
+                f"MAILQUEUE['TASK'] enqueues the flush task on TASKS[{task.backend!r}], an "
+                "immediate backend, which runs it inside the request: every send_mail() "
+                "waits for the SMTP server again.",
+                hint="Use a tasks backend with a worker (e.g. the database backend and its "
+                "db_worker), or remove MAILQUEUE['TASK'] and run 'manage.py mailqueue flush' "
+                "from cron or as a service. Right in tests and development: silence "
+                "mailqueue.W008 there.",
+                id="mailqueue.W008",
+            )
+        ]
+    return []
+
+
+_NO_TASK_HINT = (
+    "Install the django-tasks backport (pip install django-tasks) or upgrade to Django >= "
+    "6.0, or remove MAILQUEUE['TASK'] and run 'manage.py mailqueue flush' from cron."
+)
+
+
 @register("mailqueue", deploy=True)
 def check_stores(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """Ask each network store's server whether it can keep the queue's promises (``--deploy``)."""

@@ -21,7 +21,7 @@ from mailqueue_core.sentlog import SentLog
 from mailqueue_core.staging import ALLOWED as STAGING_ALLOWED
 from mailqueue_core.staging import Staging
 
-__all__ = ["ALLOWED", "DEFAULTS", "Config"]
+__all__ = ["ALLOWED", "DEFAULTS", "Config", "TaskSetting"]
 
 DEFAULTS: dict[str, Any] = {
     "STORE": None,
@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "RATE_LIMIT": None,
     "STAGING": None,
     "SENT_LOG": None,
+    "TASK": False,
 }
 
 #: What each key takes, said by the system check beside the error (``mailqueue.E001``).
@@ -60,8 +61,11 @@ ALLOWED: dict[str, str] = {
     "BURST (>= 1), DOMAINS ({domain: rate}) and CONNECTIONS (a positive integer)",
     "STAGING": STAGING_ALLOWED,
     "SENT_LOG": SENT_LOG_ALLOWED,
+    "TASK": "False, True, or a dict with any of BACKEND (an alias of TASKS), QUEUE_NAME (a "
+    "queue of that backend) and PRIORITY (an integer from -100 to 100)",
 }
 _RETRY_KEYS = {"FIRST": "first", "FACTOR": "factor", "MAX": "max", "JITTER": "jitter"}
+_TASK_KEYS = ("BACKEND", "QUEUE_NAME", "PRIORITY")
 
 
 def _number(settings: Mapping[str, Any], key: str, *, integer: bool = False) -> Any:
@@ -103,6 +107,54 @@ def _on_commit(value: Any) -> str | None:
 
 
 @dataclasses.dataclass(frozen=True)
+class TaskSetting:
+    """``TASK``: the flush task (:mod:`mailqueue_core.tasks`) enqueued after mail is queued."""
+
+    backend: str = "default"
+    """The alias in ``TASKS`` of the tasks backend."""
+    queue_name: str = "default"
+    priority: int | None = None
+    """None: the task's default (a backend without priorities refuses any other)."""
+
+    def using(self) -> dict[str, Any]:
+        """The keyword arguments of ``Task.using()`` that enqueue the flush this way."""
+        chosen = {"backend": self.backend, "queue_name": self.queue_name}
+        return chosen if self.priority is None else {**chosen, "priority": self.priority}
+
+    @classmethod
+    def from_settings(cls, value: Any) -> TaskSetting | None:
+        if value is False or value is None:
+            return None
+        if value is True:
+            return cls()
+        if not isinstance(value, Mapping):
+            raise ConfigurationError(
+                f"MAILQUEUE['TASK'] must be {ALLOWED['TASK']}, got {value!r}", key="TASK"
+            )
+        reject_unknown_keys("MAILQUEUE['TASK']", value, _TASK_KEYS, key="TASK")
+        backend, queue_name = (_task_name(value, key) for key in ("BACKEND", "QUEUE_NAME"))
+        priority = value.get("PRIORITY")
+        if priority is not None and (
+            isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > 100
+        ):
+            raise ConfigurationError(
+                "MAILQUEUE['TASK']['PRIORITY'] must be an integer from -100 to 100, got "
+                f"{priority!r}",
+                key="TASK",
+            )
+        return cls(backend, queue_name, priority)
+
+
+def _task_name(value: Mapping[str, Any], key: str) -> str:
+    name = value.get(key, "default")
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(
+            f"MAILQUEUE['TASK']['{key}'] must be a non-empty string, got {name!r}", key="TASK"
+        )
+    return name
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     store: Any
     transport: Any = "smtp"
@@ -120,6 +172,8 @@ class Config:
     """``STAGING``: whom mail may reach (see :mod:`mailqueue_core.staging`)."""
     sent_log: SentLog | None = None
     """``SENT_LOG``: how long delivered mail is recorded (see :mod:`mailqueue_core.sentlog`)."""
+    task: TaskSetting | None = None
+    """``TASK``: the flush task enqueued after mail is queued, or None (off)."""
 
     def __repr__(self) -> str:
         # Shown in tracebacks' local variables (Django's error pages and ADMINS mails):
@@ -179,6 +233,7 @@ class Config:
             rate_limit=_rate_limit(merged["RATE_LIMIT"]),
             staging=Staging.from_settings(merged["STAGING"]),
             sent_log=SentLog.from_settings(merged["SENT_LOG"]),
+            task=TaskSetting.from_settings(merged["TASK"]),
         )
 
 
