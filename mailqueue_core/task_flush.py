@@ -26,7 +26,7 @@ import io
 import time
 from typing import Any
 
-from mailqueue_core.commands.flush import _from_the_fallback
+from mailqueue_core.commands.flush import from_the_fallback
 from mailqueue_core.commands.interrupts import Interrupts
 from mailqueue_core.commands.worker import flush_one
 from mailqueue_core.errors import StoreError
@@ -59,7 +59,7 @@ def run_flush(limit: int | None = None, time_limit: float | None = None) -> dict
     error = None
     try:
         if conf.fallback_store is not None:
-            conf, _ = _from_the_fallback(conf, log)
+            conf, _ = from_the_fallback(conf, log)
         options = argparse.Namespace(loop=False, limit=limit, time_limit=time_limit)
         result = flush_one(options, conf, Interrupts(), SignalListener, io.StringIO())
     except StoreError as exc:

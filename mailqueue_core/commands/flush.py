@@ -29,7 +29,7 @@ from mailqueue_core.errors import StoreError, StoreUnavailable
 from mailqueue_core.flusher import FlushListener, Listeners
 from mailqueue_core.plugins import make_store
 
-__all__ = ["add_arguments", "flush"]
+__all__ = ["add_arguments", "flush", "from_the_fallback"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,7 +82,7 @@ def flush(
         listener = _with_progress(progress, listener)
     with interrupts.handled():
         if conf.fallback_store is not None:
-            conf, status = _from_the_fallback(conf, stderr)
+            conf, status = from_the_fallback(conf, stderr)
         try:
             if options.workers > 1:
                 result, failed = run_workers(options, conf, interrupts, listener, stdout, stderr)
@@ -103,7 +103,7 @@ def flush(
     return status
 
 
-def _from_the_fallback(conf: Config, stderr: TextIO) -> tuple[Config, int]:
+def from_the_fallback(conf: Config, stderr: TextIO) -> tuple[Config, int]:
     """Move the fallback's mail into the store; when the store is down, the
     configuration that delivers straight from the fallback, and exit status 1."""
     try:
