@@ -1,6 +1,9 @@
-"""Django app config: adds the ``mailqueue`` management command and system checks.
+"""Django app config: adds the ``mailqueue`` management command, the system checks and,
+beside ``django.contrib.admin``, the operator's console in the admin
+(:mod:`mailqueue_core.admin`, found by the admin's autodiscovery).
 
-Sending works without the app installed; only the command and checks need it.
+Sending works without the app installed; only the command, the checks and the
+console need it.
 """
 
 from __future__ import annotations

@@ -3,8 +3,14 @@
 Against a live Django server in a thread (Django's own ``LiveServerThread``, the
 admin's static files served), a real SQLite store in a temporary directory, a
 real SMTP server and the flusher run in-process (``manage.py mailqueue flush``).
-One browser for the module. The screenshots in the docs (docs/_static/console/)
-are written here.
+One browser for the module.
+
+The screenshots in the docs (docs/_static/console/) are taken here, and written
+there only when the environment variable ``MAILQUEUE_SCREENSHOTS`` is set (to
+``1``, or to the directory to write them to); otherwise they go to a temporary
+directory, so that a test run leaves the working tree as it was::
+
+    MAILQUEUE_SCREENSHOTS=1 .venvs/django-5.2/bin/python -m pytest tests/test_admin_browser.py
 
 Chromium and chromedriver must be installed (``apt-get install chromium
 chromium-driver``; ``scripts/test`` does it): without them these tests fail,
@@ -37,7 +43,7 @@ from tests.settings_admin import admin_project
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "_static" / "console"
+DOCS_SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "_static" / "console"
 CONSOLE = "/admin/mailqueue_core/queuedmail/"
 WAIT = 10.0
 WIDTH, HEIGHT = 1280, 900
@@ -80,10 +86,27 @@ def smtp_server() -> Iterator[FaultySMTPServer]:
 
 
 @pytest.fixture(scope="module")
+def screenshots(tmp_path_factory) -> Path:
+    """Where the screenshots go: the docs' directory only when asked (MAILQUEUE_SCREENSHOTS)."""
+    wanted = os.environ.get("MAILQUEUE_SCREENSHOTS", "")
+    if not wanted:
+        return tmp_path_factory.mktemp("screenshots")
+    return DOCS_SCREENSHOTS if wanted == "1" else Path(wanted)
+
+
+@pytest.fixture(scope="module")
 def site(tmp_path_factory, smtp_server) -> Iterator[str]:
-    """The project with the admin, its queue in a SQLite file; the store's URL."""
-    store = f"sqlite:///{tmp_path_factory.mktemp('queue')}/queue.db"
-    conf = {"STORE": store, "TRANSPORT": f"smtp://127.0.0.1:{smtp_server.port}"}
+    """The project with the admin, its queue in a SQLite file, the sent log on; the store's URL."""
+    # A directory named as the quick start's, so that the screenshots show a path a
+    # reader recognises (still a temporary one: the pages show the real location).
+    spool = tmp_path_factory.mktemp("spool", numbered=False) / "mailqueue"
+    spool.mkdir()
+    store = f"sqlite:///{spool}/queue.db"
+    conf = {
+        "STORE": store,
+        "TRANSPORT": f"smtp://127.0.0.1:{smtp_server.port}",
+        "SENT_LOG": {"KEEP": "30d"},
+    }
     with admin_project(MAILQUEUE=conf):
         from django.contrib.auth.models import User
 
@@ -188,12 +211,18 @@ def _press(driver, css: str) -> None:
 
 
 def _attached(element) -> bool:
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 
     try:
         element.tag_name  # noqa: B018 - touching it says whether the page is still there
     except StaleElementReferenceException:
         return False
+    except WebDriverException as exc:
+        # While the old document is being replaced, chromedriver may answer with this
+        # inspector error instead of a stale reference: the element is gone all the same.
+        if "does not belong to the document" in str(exc):
+            return False
+        raise
     return True
 
 
@@ -225,17 +254,17 @@ def _counts(driver) -> dict[str, str]:
     }
 
 
-def _screenshot(driver, name: str) -> None:
-    """The whole page (not only the window) as docs/_static/console/NAME.png."""
+def _screenshot(driver, directory: Path, name: str) -> None:
+    """The whole page (not only the window) as NAME.png in ``directory``."""
     # A taller window, not a capture beyond the viewport: that one leaves the
     # sandboxed frame (drawn by a process of its own) blank.
     height = driver.execute_script("return document.documentElement.scrollHeight")
     driver.set_window_size(
         WIDTH, height + driver.execute_script("return window.outerHeight - window.innerHeight")
     )
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True)
     try:
-        driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+        assert driver.save_screenshot(str(directory / f"{name}.png"))
     finally:
         driver.set_window_size(WIDTH, HEIGHT)
 
@@ -246,9 +275,18 @@ def _flush() -> str:
     return out.getvalue()
 
 
-def _fill(site: str, remote: str) -> dict[str, str]:
-    """The queue the screenshots show: a few messages in each state but in flight."""
+def _fill(site: str, remote: str, smtp_server: FaultySMTPServer) -> dict[str, str]:
+    """The queue the screenshots show: mail sent a moment ago (a flusher was there), and a
+    few messages in each state but in flight."""
     store = get_store(site, "default")
+    for to, subject in (
+        ("frank@example.com", "Your order #1041 has shipped"),
+        ("gina@example.com", "Your receipt"),
+    ):
+        send_mail(subject, "Hello!", "Shop <shop@example.com>", [to])
+    assert "sent 2," in _flush()
+    smtp_server.wait_for(2)
+    smtp_server.clear()
     now = time.time()
     for to, subject in (
         ("ann@example.com", "Your order #1042 has shipped"),
@@ -284,12 +322,14 @@ new Image().src = "{remote}/script-ran";
     return {"invoice": scheduled.id, "dead": dead.id}
 
 
-def test_the_console_in_a_browser(browser, live_server, site, smtp_server, remote) -> None:
+def test_the_console_in_a_browser(
+    browser, live_server, site, smtp_server, remote, screenshots
+) -> None:
     from selenium.webdriver.common.by import By
 
     driver = browser
     remote_url, hits = remote
-    ids = _fill(site, remote_url)
+    ids = _fill(site, remote_url, smtp_server)
 
     # Log in as staff do; the admin's index leads to the console.
     _log_in(driver, live_server)
@@ -305,11 +345,14 @@ def test_the_console_in_a_browser(browser, live_server, site, smtp_server, remot
         "lost": "0",
     }
     assert "SQLiteStore" in _by_id(driver, "content-main").text
+    assert _by_id(driver, "mq-sent-recently").text.startswith("Sent 2 in the last 24 h")
+    assert _by_id(driver, "mq-flushers").text.endswith("s ago")
+    assert not driver.find_elements(By.ID, "mq-no-flusher")
     color = driver.execute_script(
         "return getComputedStyle(document.querySelector('.mq-tabs')).listStyleType"
     )
     assert color == "none", "console.css was not served"
-    _screenshot(driver, "overview")
+    _screenshot(driver, screenshots, "overview")
 
     # Search the scheduled mail; open the invoice.
     _open(driver, f"{live_server}{CONSOLE}state/scheduled/")
@@ -318,7 +361,7 @@ def test_the_console_in_a_browser(browser, live_server, site, smtp_server, remot
     rows = driver.find_elements(By.CSS_SELECTOR, "#mq-list tbody tr[data-id]")
     assert [row.get_attribute("data-id") for row in rows] == [ids["invoice"]]
     assert "1 found among 1 message read." in _by_id(driver, "mq-searched").text
-    _screenshot(driver, "list")
+    _screenshot(driver, screenshots, "list")
     _press(driver, f'#mq-list a[href$="/message/{ids["invoice"]}/"]')
 
     # The HTML body is shown in its sandbox: its script did not run, nothing remote loaded.
@@ -329,7 +372,7 @@ def test_the_console_in_a_browser(browser, live_server, site, smtp_server, remot
     assert _by_id(driver, "greeting").text == "Thanks for your order, Dave!"
     assert _by_id(driver, "tracker").get_attribute("naturalWidth") == "0"
     driver.switch_to.default_content()
-    _screenshot(driver, "message")
+    _screenshot(driver, screenshots, "message")
     assert hits == []
 
     # Send it now; the flusher delivers it to the SMTP server.
@@ -344,6 +387,26 @@ def test_the_console_in_a_browser(browser, live_server, site, smtp_server, remot
         "dave@example.com",
     ]
     assert b"invoice-2024-03.pdf" in next(r.data for r in received if "dave" in r.rcpt_tos[0])
+
+    # The Sent tab has it, newest first; a search by recipient finds it alone.
+    _open(driver, f"{live_server}{CONSOLE}sent/")
+    rows = driver.find_elements(By.CSS_SELECTOR, "#mq-sent tbody tr[data-id]")
+    assert len(rows) == 6 and ids["invoice"] in [row.get_attribute("data-id") for row in rows]
+    _screenshot(driver, screenshots, "sent")
+    _by_id(driver, "mq-q").send_keys("dave@")
+    _press(driver, "#mq-search")
+    (row,) = driver.find_elements(By.CSS_SELECTOR, "#mq-sent tbody tr[data-id]")
+    assert row.get_attribute("data-id") == ids["invoice"]
+    assert "Your invoice for March <b>#2024-03</b>" in row.text and "smtp" in row.text
+
+    # Deleting the dead letter asks first, then deletes it.
+    _open(driver, f"{live_server}{CONSOLE}state/dead/")
+    driver.find_element(By.CSS_SELECTOR, f'input[name="ids"][value="{ids["dead"]}"]').click()
+    _press(driver, '#mq-selected button[value="delete"]')
+    assert "Delete 1 message?" in _by_id(driver, "mq-confirm").text
+    _press(driver, "#mq-yes")
+    assert _notices(driver) == ["1 deleted"]
+    assert not driver.find_elements(By.CSS_SELECTOR, "#mq-list tbody tr[data-id]")
 
     # Pause: the banner says so and the flusher holds the mail; resume: it goes.
     _open(driver, f"{live_server}{CONSOLE}")

@@ -15,7 +15,9 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 
+import django
 import pytest
+from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.core.management import call_command
 from django.test import Client, override_settings
@@ -24,14 +26,25 @@ from mailqueue_core import codec
 from mailqueue_core.console.views import PREVIEW_POLICY
 from mailqueue_core.convert import capture
 from mailqueue_core.django_settings import get_store
-from mailqueue_core.store import Capability, Entry, Page, Record, State, Stats, Store
+from mailqueue_core.store import (
+    Capability,
+    Entry,
+    Page,
+    Record,
+    SentRecord,
+    State,
+    Stats,
+    Store,
+)
 from mailqueue_stores.memory import MemoryStore
 from tests.helpers import record
-from tests.settings_admin import admin_project
+from tests.settings_admin import MIDDLEWARE, admin_project
 from tests.test_configuration import install_stores
 
 CONSOLE = "/admin/mailqueue_core/queuedmail/"
 ACT = f"{CONSOLE}act/"
+SENT = f"{CONSOLE}sent/"
+SENT_LOG = {"KEEP": "30d"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -139,6 +152,41 @@ def act(c: Client, action: str, *ids: str, **fields: str):
     """Press a button; the page it leads back to (with its notice)."""
     data = {"action": action, "ids": list(ids), **fields}
     return c.post(ACT, data, follow=True)
+
+
+def every_page(c: Client, url: str) -> list[str]:
+    """The ids of a list's rows, following its "Next page" links to the end."""
+    seen: list[str] = []
+    page = c.get(url)
+    assert 'id="mq-first"' not in page.content.decode()
+    while True:
+        seen += ids_on(page)
+        found = re.search(r'<a href="([^"]+)" id="mq-next">', page.content.decode())
+        if not found:
+            return seen
+        page = c.get(url + html.unescape(found.group(1)))
+        assert 'id="mq-first"' in page.content.decode()
+
+
+def form_of(page) -> dict[str, list[str]]:
+    """The hidden fields of the confirmation page's form, as its "Yes" posts them."""
+    form = page.content.decode().split('id="mq-confirm"', 1)[1].split("</form>")[0]
+    fields: dict[str, list[str]] = {}
+    for name, value in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form):
+        fields.setdefault(name, []).append(html.unescape(value))
+    return fields
+
+
+def ask(c: Client, action: str, *ids: str, **fields: str):
+    """Press a button that asks first: its confirmation page (nothing done yet)."""
+    page = c.post(ACT, {"action": action, "ids": list(ids), **fields})
+    assert page.status_code == 200 and 'id="mq-confirm"' in page.content.decode()
+    return page
+
+
+def confirm(c: Client, action: str, *ids: str, **fields: str):
+    """Press a button that asks first, then its "Yes"; the page it leads back to."""
+    return c.post(ACT, form_of(ask(c, action, *ids, **fields)), follow=True)
 
 
 # -- where it is, who sees it ------------------------------------------------------------------
@@ -285,6 +333,103 @@ def test_pause_and_resume(changer, store):
     assert "Delivery is paused." not in page and not store.paused()
 
 
+def sent(store: Store, *to: str, ago: float = 60, **fields: object) -> SentRecord:
+    """A sent log record of mail delivered ``ago`` seconds ago to ``to``."""
+    now = time.time()
+    logged = SentRecord(
+        id=uuid.uuid4().hex,
+        sent=now - ago,
+        recipients=to,
+        subject=str(fields.pop("subject", "Receipt")),
+        message_id=f"<{uuid.uuid4().hex}@shop.example.com>",
+        transport="smtp",
+        **fields,  # type: ignore[arg-type]
+    )
+    store.log_sent([logged], now + 86400)
+    return logged
+
+
+def test_overview_counts_mail_sent_in_the_last_day(viewer, store, conf):
+    for hours in (1, 5, 23):
+        sent(store, "ann@example.com", ago=hours * 3600)
+    sent(store, "old@example.com", ago=25 * 3600)
+    with override_settings(MAILQUEUE={**conf, "SENT_LOG": SENT_LOG}):
+        page = viewer.get(CONSOLE)
+    row = page.content.decode().split('id="mq-sent-recently"')[1].split("</tr>")[0]
+    assert f'<a href="{SENT}">Sent</a>' in row and '<td class="mq-num">3</td>' in row
+    assert "in the last 24 h" in row
+
+
+def test_overview_says_the_sent_log_is_off(viewer, store):
+    sent(store, "ann@example.com")
+    row = viewer.get(CONSOLE).content.decode().split('id="mq-sent-recently"')[1].split("</tr>")[0]
+    assert '<td class="mq-num">&ndash;</td>' in row
+    assert "The sent log is off: MAILQUEUE[&#x27;SENT_LOG&#x27;] is not set" in row
+
+
+def test_overview_says_a_store_keeps_no_sent_log_or_heartbeats(viewer, blind):
+    with override_settings(MAILQUEUE={**settings.MAILQUEUE, "SENT_LOG": SENT_LOG}):
+        shown = text(viewer.get(CONSOLE))
+    assert "This store (Blind) keeps no sent log: it lacks the 'sent_log' capability" in shown
+    assert "This store (Blind) keeps no heartbeats: it lacks the 'heartbeat' capability" in shown
+    assert "No flusher seen" not in shown
+
+
+def test_overview_names_the_flushers_newest_first(viewer, store):
+    now = time.time()
+    store.beat("web2", now - 180, now + 86400)
+    store.beat("web1", now - 12, now + 86400)
+    store.beat("evil\x1b[2J", now - 240, now + 86400)
+    page = viewer.get(CONSOLE)
+    flushers = re.findall(r"<li><strong>(.*?)</strong> &mdash; (.*?)</li>", page.content.decode())
+    assert flushers == [("web1", "12s ago"), ("web2", "3m ago"), ("evil\\x1b[2J", "4m ago")]
+    assert 'id="mq-no-flusher"' not in page.content.decode()
+
+
+def test_overview_names_ten_flushers_and_counts_the_rest(viewer, store):
+    now = time.time()
+    for i in range(12):
+        store.beat(f"web{i:02}", now - i, now + 86400)
+    page = viewer.get(CONSOLE).content.decode()
+    assert page.count("&mdash;") == 10 and "(+2 more)" in page
+
+
+@pytest.mark.parametrize(
+    ("last", "warning"),
+    [(None, "No flusher seen in the last day."), (1500, "No flusher seen for 25m.")],
+)
+def test_overview_warns_when_no_flusher_was_seen_lately(viewer, store, last, warning):
+    now = time.time()
+    if last is not None:
+        store.beat("web1", now - last, now + 86400)
+    page = viewer.get(CONSOLE).content.decode()
+    assert f'<p class="mq-warning" id="mq-no-flusher"><strong>{warning}</strong>' in page
+    assert ("web1</strong> &mdash; 25m ago" in page) is (last is not None)
+
+
+STAGING = {"ALLOWED_DOMAINS": ["example.com"], "REDIRECT_TO": ["qa@example.com"]}
+
+
+def test_staging_is_a_banner_on_every_console_page(changer, store, conf, unused_tcp_port):
+    mid = queue(store, "a@example.com")
+    line = "STAGING: mail to domains other than example.com is redirected to qa@example.com"
+    with override_settings(MAILQUEUE={**conf, "STAGING": STAGING}):
+        for url in (CONSOLE, f"{CONSOLE}state/ready/", SENT, f"{CONSOLE}message/{mid}/"):
+            banner = re.search(
+                r'id="mq-staging"><strong>(.*?)</strong>', changer.get(url).content.decode()
+            )
+            assert banner and banner.group(1) == line, url
+        assert 'id="mq-staging"' in ask(changer, "delete", mid).content.decode()
+    down = f"redis://127.0.0.1:{unused_tcp_port}/0?socket_timeout=0.5"
+    with override_settings(MAILQUEUE={"STORE": down, "STAGING": STAGING}):
+        page = changer.get(CONSOLE)  # the store is down; the setting is read
+    assert page.status_code == 503 and line in text(page)
+    assert 'id="mq-staging"' not in changer.get(CONSOLE).content.decode()
+    with override_settings(MAILQUEUE={**conf, "STAGING": {"OTHERS": "drop"}}):
+        page = changer.get(CONSOLE)  # a bad STAGING: the page says the setting is wrong
+    assert page.status_code == 503 and 'id="mq-staging"' not in page.content.decode()
+
+
 # -- the lists -----------------------------------------------------------------------------------
 
 
@@ -325,17 +470,7 @@ def test_lists_page_with_a_cursor(viewer, store, monkeypatch):
     monkeypatch.setattr(console_admin(), "list_per_page", 2)
     ids = [queue(store, f"r{i}@example.com", ago=100 - i) for i in range(5)]
     url = f"{CONSOLE}state/ready/"
-    seen: list[str] = []
-    page = viewer.get(url)
-    assert 'id="mq-first"' not in page.content.decode()
-    while True:
-        seen += ids_on(page)
-        found = re.search(r'<a href="([^"]+)" id="mq-next">', page.content.decode())
-        if not found:
-            break
-        page = viewer.get(url + html.unescape(found.group(1)))
-        assert 'id="mq-first"' in page.content.decode()
-    assert seen == ids
+    assert every_page(viewer, url) == ids
     newest = viewer.get(url, {"order": "newest"})
     assert ids_on(newest) == ids[::-1][:2]
     assert "order=newest" in html.unescape(newest.content.decode()).split('id="mq-next"')[0]
@@ -352,8 +487,9 @@ def test_a_stale_cursor_gives_the_first_page(viewer, store):
 
 def test_a_search_budget_below_one_is_a_bug_said_loudly(viewer, store, monkeypatch):
     monkeypatch.setattr(console_admin(), "search_budget", 0)
-    with pytest.raises(ValueError, match="at least 1"):
-        viewer.get(f"{CONSOLE}state/ready/", {"q": "x"})
+    for url in (f"{CONSOLE}state/ready/", SENT):
+        with pytest.raises(ValueError, match="at least 1"):
+            viewer.get(url, {"q": "x"})
 
 
 def test_search_by_recipient_subject_and_message_id(viewer, store):
@@ -389,6 +525,131 @@ def test_a_search_says_when_its_budget_ran_out(viewer, store, monkeypatch):
     rest = viewer.get(f"{CONSOLE}state/ready/" + html.unescape(found.group(1)))
     assert ids_on(rest) == [needle]
     assert "1 found among 2 messages read." in text(rest)
+
+
+# -- the sent log --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def logging_conf(conf) -> Iterator[dict[str, object]]:
+    """The test's memory store with SENT_LOG on."""
+    with override_settings(MAILQUEUE={**conf, "SENT_LOG": SENT_LOG}):
+        yield conf
+
+
+def test_the_sent_tab_lists_the_log_newest_first(viewer, store, logging_conf):
+    older = sent(store, "ann@example.com", ago=3600, subject="Your order #1042")
+    newer = sent(
+        store,
+        "bob@example.com",
+        "carol@example.com",
+        "dave@example.com",
+        "erin@example.com",
+        ago=12,
+        subject="Hi <b>there</b> \x1b[31m",
+        provider_id="prov-77",
+        attempts=3,
+    )
+    page = viewer.get(SENT)
+    assert page.status_code == 200 and ids_on(page) == [newer.id, older.id]
+    source = page.content.decode()
+    assert '<li class="mq-active"><a href="' + SENT + '">Sent</a></li>' in source
+    cells = [
+        text_of(cell)
+        for cell in re.findall(
+            r"<td[^>]*>(.*?)</td>", source.split(f'data-id="{newer.id}"')[1], re.S
+        )[:7]
+    ]
+    assert cells[0].endswith("12s ago") and re.match(
+        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", cells[0]
+    )
+    assert cells[1:] == [
+        "bob@example.com, carol@example.com, dave@example.com (+1 more)",
+        "Hi <b>there</b> \\x1b[31m",
+        newer.message_id,
+        "smtp",
+        "prov-77",
+        "3",
+    ]
+    assert "<b>there" not in source and "\x1b" not in source
+    older_cells = re.findall(
+        r"<td[^>]*>(.*?)</td>", source.split(f'data-id="{older.id}"')[1], re.S
+    )
+    assert [text_of(cell) for cell in older_cells[4:7]] == ["smtp", "-", "1"]
+    assert 'id="mq-sent-log-off"' not in source
+
+
+def text_of(fragment: str) -> str:
+    return html.unescape(re.sub(r"<[^>]*>", " ", fragment)).strip().replace("  ", " ")
+
+
+def test_the_sent_tab_pages_with_the_logs_cursor(viewer, store, logging_conf, monkeypatch):
+    monkeypatch.setattr(console_admin(), "list_per_page", 2)
+    logged = [sent(store, f"r{i}@example.com", ago=100 - i) for i in range(5)]
+    assert every_page(viewer, SENT) == [r.id for r in reversed(logged)]
+
+
+def test_the_sent_tab_searches_recipients_message_ids_and_provider_ids(
+    viewer, store, logging_conf
+):
+    ann = sent(store, "ann@example.com", provider_id="mg-0042", ago=30)
+    sent(store, "bob@example.com", provider_id="mg-0043", ago=20)
+    assert ann.message_id
+    for needle in ("ANN@", ann.message_id.strip("<>"), "mg-0042"):
+        page = viewer.get(SENT, {"q": needle})
+        assert ids_on(page) == [ann.id], needle
+        assert "1 found among 2 logged messages read." in text(page)
+    nothing = viewer.get(SENT, {"q": "<script>carol"})
+    assert ids_on(nothing) == [] and "<script>carol" not in nothing.content.decode()
+    assert "No sent message matches “<script>carol” among the 2 read." in text(nothing)
+
+
+def test_a_sent_search_says_when_its_budget_ran_out(viewer, store, logging_conf, monkeypatch):
+    monkeypatch.setattr(console_admin(), "search_budget", 3)
+    needle = sent(store, "needle@example.com", ago=100)
+    for i in range(4):
+        sent(store, f"hay{i}@example.com", ago=10 + i)
+    page = viewer.get(SENT, {"q": "needle"})
+    assert ids_on(page) == []
+    assert "Searched 3 logged messages and stopped there; continue." in text(page)
+    found = re.search(r'<a href="([^"]+)" id="mq-continue">', page.content.decode())
+    assert found and 'id="mq-next"' not in page.content.decode()
+    rest = viewer.get(SENT + html.unescape(found.group(1)))
+    assert ids_on(rest) == [needle.id] and "1 found among 2 logged messages read." in text(rest)
+
+
+def test_a_stale_sent_cursor_gives_the_first_page(viewer, store, logging_conf):
+    logged = sent(store, "a@example.com")
+    for query in ({}, {"q": "a@"}):
+        page = viewer.get(SENT, {"cursor": "junk", **query})
+        assert page.status_code == 200 and ids_on(page) == [logged.id]
+        assert "That page link is out of date" in text(page)
+
+
+def test_the_sent_tab_says_when_the_log_is_off(viewer, store):
+    empty = viewer.get(SENT)
+    assert "The sent log is off: MAILQUEUE['SENT_LOG'] is not set" in text(empty)
+    assert "No sent mail logged." in text(empty)
+    logged = sent(store, "a@example.com")  # logged while it was on: still there until pruned
+    assert ids_on(viewer.get(SENT)) == [logged.id]
+
+
+def test_the_sent_tab_of_a_store_that_keeps_no_log(changer, blind):
+    for sent_log in (None, SENT_LOG):
+        with override_settings(MAILQUEUE={**settings.MAILQUEUE, "SENT_LOG": sent_log}):
+            page = changer.get(SENT)
+        assert page.status_code == 200
+        assert "This store (Blind) keeps no sent log" in text(page)
+        assert 'name="q"' not in page.content.decode()
+    # The tab is there (it says why it is empty), as the dead letters' one is.
+    strip = page.content.decode().split('<ul class="mq-tabs">')[1].split("</ul>")[0]
+    tabs = re.findall(r'<a href="([^"]+)">', strip)
+    assert tabs == [CONSOLE, f"{CONSOLE}state/dead/", SENT]
+
+
+def test_the_sent_tab_needs_the_view_permission(users, logging_conf):
+    assert client(users, "nobody").get(SENT).status_code == 403
+    assert Client().get(SENT).status_code == 302
 
 
 # -- one message ---------------------------------------------------------------------------------
@@ -452,6 +713,23 @@ def test_the_preview_forbids_scripts_and_remote_loads(viewer, store):
     assert response["X-Frame-Options"] == "SAMEORIGIN"
     assert response["Referrer-Policy"] == "no-referrer"
     assert b"<p id='greeting'>Thanks</p>" in response.content
+
+
+@pytest.mark.skipif(django.VERSION < (6, 0), reason="Django's own CSP middleware came in 6.0")
+def test_a_site_wide_policy_leaves_the_preview_its_own(viewer, store):
+    from django.utils.csp import CSP
+
+    mid = _rich(store)
+    middleware = [*MIDDLEWARE, "django.middleware.csp.ContentSecurityPolicyMiddleware"]
+    # What the docs tell a site with a strict policy to allow: frames from itself.
+    site = {"default-src": [CSP.NONE], "style-src": [CSP.SELF], "frame-src": [CSP.SELF]}
+    with override_settings(MIDDLEWARE=middleware, SECURE_CSP=site):
+        page = viewer.get(f"{CONSOLE}message/{mid}/")
+        preview = viewer.get(f"{CONSOLE}message/{mid}/preview/")
+    assert page["Content-Security-Policy"] == (
+        "default-src 'none'; style-src 'self'; frame-src 'self'"
+    )
+    assert preview["Content-Security-Policy"] == PREVIEW_POLICY
 
 
 def test_a_message_without_html_has_no_preview(viewer, store):
@@ -532,17 +810,27 @@ def test_send_now_of_two_and_one_in_flight(changer, store):
 
 def test_delete_keeps_what_is_in_flight(changer, store):
     ids = states(store)
-    page = act(changer, "delete", *ids.values())
+    page = confirm(changer, "delete", *ids.values())
     assert page.redirect_chain[-1][0] == CONSOLE  # no page to go back to: the overview
     assert "4 deleted; 1 was in flight and was left alone" in text(page)
     assert [state_of(store, mid) for mid in ids.values()] == [None, State.IN_FLIGHT] + [None] * 3
 
 
-def test_delete_from_a_message_page_goes_back_to_its_list(changer, store):
-    mid = queue(store, "a@example.com")
-    list_url = f"{CONSOLE}state/ready/"
-    page = act(changer, "delete", mid, next=list_url)
-    assert page.redirect_chain[-1][0] == list_url and "1 deleted" in text(page)
+def test_delete_from_a_message_page_asks_then_goes_back_to_its_list(changer, store):
+    mid = queue(store, "a@example.com", subject="Receipt")
+    here = f"{CONSOLE}message/{mid}/"
+    source = changer.get(here).content.decode()
+    form = source.split('id="mq-delete"')[0].rsplit("<form", 1)[1]
+    fields = dict(re.findall(r'name="(next|cancel|ids)" value="([^"]*)"', form))
+    assert fields == {"ids": mid, "next": f"{CONSOLE}state/ready/", "cancel": here}
+    asked = ask(changer, "delete", mid, next=fields["next"], cancel=here)
+    assert "Delete 1 message? Deleted mail is not sent" in text(asked)
+    assert ids_on(asked) == [mid] and "Receipt" in text(asked)
+    assert f'<a href="{here}" class="button cancel-link" id="mq-no">' in asked.content.decode()
+    assert state_of(store, mid) is State.READY  # asking does nothing
+    page = changer.post(ACT, form_of(asked), follow=True)
+    assert page.redirect_chain[-1][0] == fields["next"] and "1 deleted" in text(page)
+    assert state_of(store, mid) is None
 
 
 def test_retry_revives_only_dead_letters(changer, store):
@@ -563,14 +851,15 @@ def test_retry_all_and_purge(changer, store):
         queue(store, f"old{i}@example.com", ago=100)
     for claim in store.fetch_due(now, 3, 30):
         store.bury(claim, "550 no", now if claim.id == recent else now - 3 * 86400)
-    assert "0 dead letters purged" in text(act(changer, "purge", older_than="30d"))
+    assert "0 dead letters purged" in text(confirm(changer, "purge", older_than="30d"))
     assert "2 dead letters purged (buried more than 2d ago)" in text(
-        act(changer, "purge", older_than="2d")
+        confirm(changer, "purge", older_than="2d")
     )
+    # No valid age: nothing to ask, the notice says what is wrong.
     assert "Nothing purged: 'soon' is not a duration" in text(
         act(changer, "purge", older_than="soon")
     )
-    assert "1 dead letter retried (due now)" in text(act(changer, "retry_all"))
+    assert "1 dead letter retried (due now)" in text(confirm(changer, "retry_all"))
     assert store.stats(time.time()).dead == 0
 
 
@@ -582,6 +871,80 @@ def test_retry_of_dead_letters_only(changer, store):
     assert "buried 4d ago" in text(changer.get(f"{CONSOLE}state/dead/"))
     page = text(act(changer, "retry", mid))
     assert "1 dead letter retried (due now)" in page and "left alone" not in page
+
+
+def test_a_bulk_delete_asks_first_and_says_what_it_would_leave(changer, store):
+    ids = states(store)
+    here = f"{CONSOLE}state/ready/?order=newest"
+    asked = ask(changer, "delete", *ids.values(), "unknown", ids[State.READY], next=here)
+    shown = text(asked)
+    assert "Delete 4 messages? Deleted mail is not sent, and cannot be retried" in shown
+    assert sorted(ids_on(asked)) == sorted(ids.values())
+    assert "1 of them is in flight and will be left alone" in shown
+    assert "No longer in the queue (delivered, deleted or purged since the page was drawn): " in (
+        shown
+    )
+    assert "unknown" in shown
+    source = asked.content.decode()
+    assert 'class="mq-confirm delete-confirmation"' in source  # the admin's red button
+    assert f'<a href="{html.escape(here)}" class="button cancel-link" id="mq-no">' in source
+    assert form_of(asked)["ids"] == [*ids.values(), "unknown"]  # each once
+    assert form_of(asked)["next"] == [here] and form_of(asked)["confirmed"] == ["yes"]
+    assert 'value="Yes, delete" id="mq-yes"' in source
+    assert [state_of(store, mid) for mid in ids.values()].count(None) == 0  # nothing yet
+    page = changer.post(ACT, form_of(asked), follow=True)
+    assert page.redirect_chain[-1][0] == here
+    assert "4 deleted; 1 was in flight and was left alone" in text(page)
+
+
+def test_a_delete_of_what_only_is_in_flight_or_gone_offers_no_yes(changer, store):
+    ids = states(store)
+    asked = ask(changer, "delete", ids[State.IN_FLIGHT], "gone")
+    assert "Delete 0 messages?" in text(asked) and 'id="mq-yes"' not in asked.content.decode()
+    only_gone = ask(changer, "delete", "gone")
+    assert 'id="mq-list"' not in only_gone.content.decode()
+
+
+def test_retry_every_dead_letter_asks_first(changer, store):
+    now = time.time()
+    for i in range(2):
+        queue(store, f"dead{i}@example.com", ago=100)
+    for claim in store.fetch_due(now, 2, 30):
+        store.bury(claim, "550 no", now)
+    asked = ask(changer, "retry_all", next=f"{CONSOLE}state/dead/")
+    assert "Retry every dead letter (2 now)? Each goes back to the queue, due now" in text(asked)
+    assert "delete-confirmation" not in asked.content.decode()
+    assert 'value="Yes, retry them all"' in asked.content.decode()
+    assert store.stats(time.time()).dead == 2
+    assert "2 dead letters retried" in text(changer.post(ACT, form_of(asked), follow=True))
+    assert store.stats(time.time()).dead == 0
+
+
+def test_purge_asks_first_and_names_the_cutoff(changer, store):
+    asked = ask(changer, "purge", older_than=" 7d ")
+    shown = text(asked)
+    assert "Purge the dead letters buried more than 7d ago? They are deleted for good" in shown
+    assert re.search(
+        r"buried before \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC; the store holds 0 dead letters", shown
+    )
+    assert form_of(asked)["older_than"] == [" 7d "]
+    assert "0 dead letters purged (buried more than 7d ago)" in text(
+        changer.post(ACT, form_of(asked), follow=True)
+    )
+
+
+def test_a_confirmation_page_needs_the_change_permission(viewer, store):
+    mid = queue(store, "a@example.com")
+    for action in ("delete", "retry_all", "purge"):
+        data = {"action": action, "ids": [mid], "older_than": "7d"}
+        assert viewer.post(ACT, data).status_code == 403
+    assert state_of(store, mid) is State.READY
+
+
+def test_a_confirmation_page_when_the_store_is_down(changer, unused_tcp_port):
+    with override_settings(MAILQUEUE={"STORE": f"redis://127.0.0.1:{unused_tcp_port}/0"}):
+        page = changer.post(ACT, {"action": "retry_all"})
+    assert page.status_code == 503 and "The queue store cannot be reached" in text(page)
 
 
 def test_a_button_without_a_selection_or_an_action(changer, store):
@@ -614,7 +977,7 @@ def test_a_message_claimed_meanwhile_is_left_and_said(changer, tmp_path, monkeyp
         later = queue(store, "a@example.com", due_in=60)
         page = text(act(changer, "send_now", later))
         assert "0 sent now; 1 changed meanwhile and was left alone" in page
-        page = text(act(changer, "delete", queue(store, "b@example.com")))
+        page = text(confirm(changer, "delete", queue(store, "b@example.com")))
         assert "0 deleted; 1 changed meanwhile and was left alone" in page
 
 
@@ -622,9 +985,15 @@ def test_a_message_claimed_meanwhile_is_left_and_said(changer, tmp_path, monkeyp
 
 
 class Blind(MemoryStore):
-    """A store that lists nothing and keeps no pause flag (as memcached)."""
+    """A store that lists nothing and keeps no pause flag, heartbeats or sent log (as
+    memcached)."""
 
-    capabilities = MemoryStore.capabilities - {Capability.BROWSE, Capability.PAUSE}
+    capabilities = MemoryStore.capabilities - {
+        Capability.BROWSE,
+        Capability.PAUSE,
+        Capability.HEARTBEAT,
+        Capability.SENT_LOG,
+    }
 
     def stats(self, now: float) -> Stats:
         return dataclasses.replace(super().stats(now), next_due=None)  # optional: not told
@@ -656,7 +1025,11 @@ def test_a_store_that_cannot_browse_or_pause_says_so(changer, blind):
     preview = changer.get(f"{CONSOLE}message/{mid}/preview/")
     assert preview.status_code == 404 and b"cannot list its messages" in preview.content
     assert "cannot list its messages" in text(act(changer, "send_now", mid))
-    assert "cannot list its messages" in text(act(changer, "delete", mid))
+    asked = ask(changer, "delete", mid)
+    assert (
+        "cannot list its messages" in text(asked) and 'id="mq-yes"' not in asked.content.decode()
+    )
+    assert "cannot list its messages" in text(act(changer, "delete", mid, confirmed="yes"))
     assert "cannot pause delivery" in text(act(changer, "pause"))
     assert state_of(MemoryStore(blind.location), mid) is State.READY and not blind.paused()
 

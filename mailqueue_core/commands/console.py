@@ -28,6 +28,7 @@ from mailqueue_core.commands.arguments import positive_int
 from mailqueue_core.commands.inspect import _existing
 from mailqueue_core.commands.output import say
 from mailqueue_core.config import Config
+from mailqueue_core.moments import relative, span, state_time
 from mailqueue_core.store import Capability, Entry, State, Store
 
 __all__ = [
@@ -228,7 +229,7 @@ def _list_sent(options: argparse.Namespace, conf: Config, stdout: TextIO, stderr
         provider = f"  provider id {record.provider_id}" if record.provider_id else ""
         say(
             stdout,
-            f"{record.id}  sent {_relative(record.sent, now)}  to "
+            f"{record.id}  sent {relative(record.sent, now)}  to "
             f"{_recipients(record.recipients)}  subject {_short(record.subject)!r}  "
             f"{record.message_id or '(no Message-ID)'}  via {record.transport or '?'}  "
             f"attempts {record.attempts}{provider}",
@@ -238,29 +239,6 @@ def _list_sent(options: argparse.Namespace, conf: Config, stdout: TextIO, stderr
     if cursor is not None:
         say(stdout, f"next page: {_next_page(options, cursor)}")
     return 0
-
-
-def _span(seconds: float) -> str:
-    """A duration as ``list`` prints it: 42s, 15m, 5h, 3d."""
-    seconds = abs(seconds)
-    for unit, size, up_to in (("s", 1, 100), ("m", 60, 100 * 60), ("h", 3600, 48 * 3600)):
-        if seconds < up_to:
-            return f"{seconds / size:.0f}{unit}"
-    return f"{seconds / 86400:.0f}d"
-
-
-def _relative(moment: float, now: float) -> str:
-    return f"in {_span(moment - now)}" if moment > now else f"{_span(now - moment)} ago"
-
-
-def _state_time(summary: Summary, now: float) -> str:
-    """What the state's own time means for this message."""
-    if summary.state is State.DEAD:
-        return "buried" if summary.buried is None else f"buried {_relative(summary.buried, now)}"
-    if summary.state in (State.IN_FLIGHT, State.STUCK):
-        verb = "ends" if summary.state is State.IN_FLIGHT else "ran out"
-        return f"lease {verb} {_relative(summary.expires or now, now)}"
-    return f"due {_relative(summary.due, now)}"
 
 
 def _short(text: str, limit: int = 60) -> str:
@@ -279,8 +257,8 @@ def _line(summary: Summary, now: float) -> str:
     mark = " [LOST]" if summary.lost else " [DAMAGED]" if summary.damage else ""
     parts = [
         f"{summary.id}{mark}",
-        _state_time(summary, now),
-        f"age {_span(now - summary.created)}",
+        state_time(summary, now),
+        f"age {span(now - summary.created)}",
         f"to {_recipients(summary.recipients)}",
         f"subject {_short(summary.subject)!r}",
         f"attempts {summary.attempts}",
@@ -330,7 +308,7 @@ def show(options: argparse.Namespace, conf: Config, stdout: TextIO, stderr: Text
 
 def _timestamp(moment: float, now: float) -> str:
     utc = datetime.datetime.fromtimestamp(moment, datetime.timezone.utc)
-    return f"{utc:%Y-%m-%d %H:%M:%S} UTC ({_relative(moment, now)})"
+    return f"{utc:%Y-%m-%d %H:%M:%S} UTC ({relative(moment, now)})"
 
 
 def _details(summary: Summary, now: float) -> list[str]:
@@ -478,7 +456,7 @@ def delete(
             until = (
                 ""
                 if entry.expires is None
-                else f" (its lease ends {_relative(entry.expires, now)})"
+                else f" (its lease ends {relative(entry.expires, now)})"
             )
             refused.append(f"{mid}: kept, {_HELD[State.IN_FLIGHT]}{until}")
     if count < len(doomed):

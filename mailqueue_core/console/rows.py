@@ -15,31 +15,31 @@ import datetime
 from django.contrib.admin.utils import quote
 
 from mailqueue_core.browsing import Summary
-from mailqueue_core.store import State
+from mailqueue_core.moments import span, state_time
+from mailqueue_core.store import SentRecord, State
 from mailqueue_core.text import printable
 
-__all__ = ["AttachmentRow", "Row", "relative", "row", "span", "when"]
+__all__ = ["AttachmentRow", "Row", "SentRow", "ago", "row", "sent_row", "when"]
 
 #: How many recipients a list shows before "(+N more)".
 SHOWN_RECIPIENTS = 3
 
 
-def span(seconds: float) -> str:
-    """A duration as the console shows it: 42s, 15m, 5h, 3d (as ``list`` prints it)."""
-    seconds = abs(seconds)
-    for unit, size, up_to in (("s", 1, 100), ("m", 60, 100 * 60), ("h", 3600, 48 * 3600)):
-        if seconds < up_to:
-            return f"{seconds / size:.0f}{unit}"
-    return f"{seconds / 86400:.0f}d"
-
-
-def relative(moment: float, now: float) -> str:
-    return f"in {span(moment - now)}" if moment > now else f"{span(now - moment)} ago"
-
-
 def when(moment: float) -> datetime.datetime:
     """A store's time as an aware datetime (templates show it in the site's zone)."""
     return datetime.datetime.fromtimestamp(moment, datetime.timezone.utc)
+
+
+def ago(moment: float, now: float) -> str:
+    """How long ago ``moment`` was: "12s ago" (a moment a little ahead of ``now``, another
+    machine's clock, reads "0s ago")."""
+    return f"{span(max(0.0, now - moment))} ago"
+
+
+def _short_list(recipients: tuple[str, ...]) -> str:
+    shown = ", ".join(recipients[:SHOWN_RECIPIENTS])
+    more = len(recipients) - SHOWN_RECIPIENTS
+    return f"{shown} (+{more} more)" if more > 0 else shown
 
 
 def _when(moment: float | None) -> datetime.datetime | None:
@@ -93,9 +93,7 @@ class Row:
 
     @property
     def recipients_short(self) -> str:
-        shown = ", ".join(self.recipients[:SHOWN_RECIPIENTS])
-        more = len(self.recipients) - SHOWN_RECIPIENTS
-        return f"{shown} (+{more} more)" if more > 0 else shown
+        return _short_list(self.recipients)
 
     @property
     def problem(self) -> str | None:
@@ -104,12 +102,9 @@ class Row:
 
 
 def _moment(summary: Summary, now: float) -> str:
-    if summary.state is State.DEAD:
-        return "buried" if summary.buried is None else f"buried {relative(summary.buried, now)}"
-    if summary.state in (State.IN_FLIGHT, State.STUCK):
-        verb = "ends" if summary.state is State.IN_FLIGHT else "ran out"
-        return f"lease {verb} {relative(summary.expires or now, now)}"
-    return f"due {relative(summary.due, now)}" if summary.due > now else "due now"
+    if summary.state in (State.READY, State.SCHEDULED) and summary.due <= now:
+        return "due now"  # "due 3s ago" reads as late; the list of ready mail is about now
+    return state_time(summary, now)
 
 
 def _optional(text: str | None) -> str | None:
@@ -145,4 +140,38 @@ def row(summary: Summary, now: float) -> Row:
             AttachmentRow(printable(a.filename or "(no name)"), printable(a.content_type), a.size)
             for a in summary.attachments
         ),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class SentRow:
+    """One delivered message in the sent log; every text field is printable."""
+
+    id: str
+    sent: datetime.datetime
+    ago: str
+    recipients: tuple[str, ...]
+    subject: str
+    message_id: str
+    transport: str
+    provider_id: str
+    attempts: int
+
+    @property
+    def recipients_short(self) -> str:
+        return _short_list(self.recipients)
+
+
+def sent_row(record: SentRecord, now: float) -> SentRow:
+    """The row of a sent log record at ``now``."""
+    return SentRow(
+        id=record.id,
+        sent=when(record.sent),
+        ago=ago(record.sent, now),
+        recipients=tuple(printable(r) for r in record.recipients),
+        subject=printable(record.subject),
+        message_id=printable(record.message_id or ""),
+        transport=printable(record.transport),
+        provider_id=printable(record.provider_id or ""),
+        attempts=record.attempts,
     )

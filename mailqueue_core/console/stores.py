@@ -67,6 +67,16 @@ def lacking(store: Store, capability: Capability) -> str:
             "shows its counts and its dead letters, and can retry and purge them; it cannot "
             "list queued mail, open a message, send one now or delete one."
         )
+    if capability is Capability.SENT_LOG:
+        return (
+            f"This store ({kind}) keeps no sent log: it lacks the 'sent_log' capability, so "
+            "the console cannot say what was delivered, to whom or when."
+        )
+    if capability is Capability.HEARTBEAT:
+        return (
+            f"This store ({kind}) keeps no heartbeats: it lacks the 'heartbeat' capability, so "
+            "the console cannot tell whether a flusher is running."
+        )
     return (
         f"This store ({kind}) cannot pause delivery: it lacks the 'pause' capability (it "
         "keeps no pause flag that every flusher would see)."

@@ -10,6 +10,11 @@ that says so (status 503), never a server error; a store that lacks the
 and a sentence saying why. Nothing shows a store URL's password: locations and
 error texts go through :func:`~mailqueue_core.locations.redact`.
 
+Deleting (one message or many), purging dead letters and retrying every dead
+letter ask first: the button's POST gives a page that says what would be done,
+and only its "Yes, I'm sure" (a second POST, with ``confirmed=yes``) does it,
+as the admin's own delete actions do. Send now, retry and pause act at once.
+
 A message's HTML body is never put into an admin page: the page holds an
 ``<iframe sandbox="">`` (no scripts, an origin of its own) whose content comes
 from :meth:`Console.preview`, served with a Content-Security-Policy that
@@ -18,6 +23,7 @@ forbids scripts and every remote load (:data:`PREVIEW_POLICY`).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import time
@@ -35,14 +41,17 @@ from django.urls import URLPattern, path, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 
-from mailqueue_core.browsing import Summary, search, summarize
+from mailqueue_core.browsing import Summary, search, search_sent, summarize
+from mailqueue_core.commands.arguments import parse_duration
 from mailqueue_core.console import actions
-from mailqueue_core.console.rows import Row, relative, row, span
+from mailqueue_core.console.rows import Row, ago, row, sent_row, when
 from mailqueue_core.console.stores import describe, lacking, opened
+from mailqueue_core.django_settings import get_config
 from mailqueue_core.errors import ConfigurationError, StoreUnavailable
 from mailqueue_core.locations import redact
+from mailqueue_core.moments import relative, span
 from mailqueue_core.store import Capability, Entry, State, Stats, Store
-from mailqueue_core.text import get_logger
+from mailqueue_core.text import get_logger, printable
 
 __all__ = ["PREVIEW_POLICY", "Console"]
 
@@ -85,6 +94,33 @@ BUTTONS: dict[State, tuple[tuple[str, str], ...]] = {
 
 #: Actions that act on the selected messages (the rest act on the namespace).
 _ON_SELECTED = {"send_now", "delete", "retry"}
+
+#: Actions that cannot be undone, or act on every dead letter at once: they ask first.
+CONFIRMED = {"delete", "retry_all", "purge"}
+
+#: The sent tab's name among the states' tabs.
+SENT = "sent"
+
+#: What the overview counts as recent mail sent: the last day.
+SENT_WINDOW = 86400.0
+
+#: Seconds without a flusher's heartbeat after which the overview warns. A running
+#: flusher beats every 10 s; one run from cron once a minute beats at each run.
+QUIET = 600.0
+
+#: How many flushers the overview names before "(+N more)".
+SHOWN_FLUSHERS = 10
+
+SENT_LOG_OFF = (
+    "The sent log is off: MAILQUEUE['SENT_LOG'] is not set, so flushers keep no record of "
+    'the mail they deliver. Set it (for example {"KEEP": "30d"}) to see here what was '
+    "sent, to whom and when."
+)
+
+STALE_CURSOR = (
+    "That page link is out of date (its cursor is not one this queue gave): "
+    "here is the first page."
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +165,7 @@ class Console:
             # The admin's index links here: the overview is the model's changelist.
             path("", wrap(self.overview), name=self.name("changelist")),
             path("state/<str:state>/", wrap(self.listing), name=self.name("state")),
+            path("sent/", wrap(self.sent), name=self.name("sent")),
             path(
                 "message/<path:key>/preview/",
                 wrap(xframe_options_sameorigin(self.preview)),
@@ -181,9 +218,13 @@ class Console:
             "overview_url": self.url("changelist"),
             "act_url": self.url("act"),
             "tabs": [
-                {"state": state, "title": name, "url": self.url("state", state.value)}
-                for state, name in TITLES.items()
+                *(
+                    {"state": state, "title": name, "url": self.url("state", state.value)}
+                    for state, name in TITLES.items()
+                ),
+                {"state": SENT, "title": "Sent", "url": self.url("sent")},
             ],
+            "staging": _staging(),
             **extra,
         }
 
@@ -230,7 +271,9 @@ class Console:
         trail = extra.pop("trail", trail)
         context = self._context(request, title, trail, store=described, paused=paused, **extra)
         if not described.can_browse:  # only the dead letters can be listed (dead_letters())
-            context["tabs"] = [tab for tab in context["tabs"] if tab["state"] is State.DEAD]
+            context["tabs"] = [
+                tab for tab in context["tabs"] if tab["state"] in (State.DEAD, SENT)
+            ]
         return TemplateResponse(request, template, context, status=status(context))
 
     # -- the overview ----------------------------------------------------------------
@@ -248,6 +291,8 @@ class Console:
                     None if stats.oldest_ready_age is None else span(stats.oldest_ready_age)
                 ),
                 "fallback": self._fallback(now),
+                "sent": self._sent_recently(store, now),
+                "flushers": _flushers(store, now),
             }
 
         return self._render(request, "mailqueue/overview.html", "Mail queue", build)
@@ -285,6 +330,14 @@ class Console:
                 "note": "lost by the store; listed among the dead letters" if stats.lost else "",
             },
         ]
+
+    def _sent_recently(self, store: Store, now: float) -> dict[str, Any]:
+        """How much was delivered in the last day, or why the console cannot say."""
+        if Capability.SENT_LOG not in store.capabilities:
+            return {"off": lacking(store, Capability.SENT_LOG)}
+        if get_config().sent_log is None:
+            return {"off": SENT_LOG_OFF, "url": self.url("sent")}
+        return {"count": store.count_sent(now - SENT_WINDOW), "url": self.url("sent")}
 
     def _fallback(self, now: float) -> dict[str, Any] | None:
         """The fallback store's counts, or why there are none (None: not configured)."""
@@ -384,11 +437,7 @@ class Console:
         except ValueError:
             if cursor is None:  # not a stale link: a bug, said loudly
                 raise
-            messages.warning(
-                request,
-                "That page link is out of date (its cursor is not one this queue gave): "
-                "here is the first page.",
-            )
+            messages.warning(request, STALE_CURSOR)
             return self._page(request, store, state, query, newest, None)
         return {
             "listed": self._listed(found.matches, now),
@@ -423,6 +472,69 @@ class Console:
             "buttons": (("retry", "Retry (send now)"),),
         }
 
+    # -- the sent log ----------------------------------------------------------------
+
+    def sent(self, request: HttpRequest) -> HttpResponse:
+        """The sent log, newest first, paged by its cursor, searchable."""
+        self._may_view(request)
+        query = request.GET.get("q", "").strip()
+        cursor = request.GET.get("cursor") or None
+
+        def build(store: Store) -> dict[str, Any]:
+            context: dict[str, Any] = {
+                "state": SENT,
+                "query": query,
+                "clear_url": self._query(),
+                "first_url": self._query(q=query) if cursor else None,
+                "records": None,
+                "examined": None,
+            }
+            if Capability.SENT_LOG not in store.capabilities:
+                context["lacks_sent_log"] = lacking(store, Capability.SENT_LOG)
+                return context
+            if get_config().sent_log is None:
+                # Still listed: what was logged while it was on stays until pruned.
+                context["sent_log_off"] = SENT_LOG_OFF
+            context.update(self._sent_page(request, store, query, cursor))
+            return context
+
+        return self._render(request, "mailqueue/sent.html", "Sent", build, trail=[("Sent", None)])
+
+    def _sent_page(
+        self, request: HttpRequest, store: Store, query: str, cursor: str | None
+    ) -> dict[str, Any]:
+        """One page of the sent log, or of a search in it; a stale cursor gives the first page."""
+        limit = self.model_admin.list_per_page
+        now = time.time()
+        try:
+            if not query:
+                page = store.sent_log(now, limit=limit, cursor=cursor)
+                return {
+                    "records": [sent_row(record, now) for record in page.entries],
+                    "next_url": None if page.cursor is None else self._query(cursor=page.cursor),
+                }
+            found = search_sent(
+                store,
+                now,
+                query,
+                limit=limit,
+                cursor=cursor,
+                budget=self.model_admin.search_budget,
+            )
+        except ValueError:
+            if cursor is None:  # not a stale link: a bug, said loudly
+                raise
+            messages.warning(request, STALE_CURSOR)
+            return self._sent_page(request, store, query, None)
+        return {
+            "records": [sent_row(record, now) for record in found.matches],
+            "next_url": None
+            if found.cursor is None
+            else self._query(q=query, cursor=found.cursor),
+            "examined": found.examined,
+            "budget_spent": found.cursor is not None and len(found.matches) < limit,
+        }
+
     # -- one message -----------------------------------------------------------------
 
     def message(self, request: HttpRequest, key: str) -> HttpResponse:
@@ -452,6 +564,7 @@ class Console:
                 "buttons": buttons,
                 "here": request.get_full_path(),
                 "list_url": list_url,
+                "confirmed": CONFIRMED,
                 "preview_url": None if shown.html is None else self.url("preview", key),
             }
 
@@ -512,6 +625,11 @@ class Console:
         if action in _ON_SELECTED and not ids:
             messages.warning(request, "No message was selected: tick one or more first.")
             return HttpResponseRedirect(back)
+        if action in CONFIRMED and request.POST.get("confirmed") != "yes":
+            older_than = request.POST.get("older_than", "")
+            if action != "purge" or _duration(older_than) is not None:
+                return self._confirm(request, action, ids, back, older_than)
+            # A purge with no valid age asks nothing: its notice says what is wrong.
         try:
             with self._store() as store:
                 notice = handler(store)
@@ -529,14 +647,116 @@ class Console:
         )
         return HttpResponseRedirect(back)
 
-    def _back(self, request: HttpRequest) -> str:
+    def _back(self, request: HttpRequest, field: str = "next") -> str:
         """Where the button's page said to go back to, if it is on this site."""
-        back = request.POST.get("next", "")
+        back = request.POST.get(field, "")
         if back and url_has_allowed_host_and_scheme(
             back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
         ):
             return back
         return self.url("changelist")
+
+    def _confirm(
+        self, request: HttpRequest, action: str, ids: list[str], back: str, older_than: str
+    ) -> HttpResponse:
+        """The page that asks before ``action``: what it would do, "Yes" (the same POST
+        with ``confirmed=yes``) and "No" (back where the button was)."""
+        now = time.time()
+        cancel = self._back(request, "cancel") if request.POST.get("cancel") else back
+
+        def build(store: Store) -> dict[str, Any]:
+            context: dict[str, Any] = {
+                "state": "confirm",  # no tab is this page
+                "action": action,
+                "ids": list(dict.fromkeys(ids)),
+                "older_than": older_than,
+                "next": back,
+                "cancel_url": cancel,
+                "destructive": action != "retry_all",
+            }
+            if action == "delete":
+                context.update(self._doomed(store, context["ids"], now))
+            elif action == "retry_all":
+                dead = store.stats(now).dead
+                context["question"] = (
+                    f"Retry every dead letter ({dead} now)? Each goes back to the queue, due "
+                    "now, with a full MAX_AGE again, and the next flush sends it to its "
+                    "recipients."
+                )
+                context["yes"] = "Yes, retry them all"
+            else:
+                seconds = _duration(older_than)
+                assert seconds is not None  # act() asks only for a valid age
+                context["question"] = (
+                    f"Purge the dead letters buried more than {older_than.strip()} ago? They "
+                    "are deleted for good: nobody can retry them afterwards."
+                )
+                context["cutoff"] = when(now - seconds)
+                context["dead"] = store.stats(now).dead
+                context["yes"] = "Yes, purge them"
+            return context
+
+        return self._render(
+            request,
+            "mailqueue/confirm.html",
+            "Are you sure?",
+            build,
+            trail=[("Are you sure?", None)],
+        )
+
+    def _doomed(self, store: Store, ids: list[str], now: float) -> dict[str, Any]:
+        """What a delete would delete, and what it would leave."""
+        if Capability.BROWSE not in store.capabilities:
+            return {"lacks_browse": lacking(store, Capability.BROWSE)}
+        entries = [(mid, store.get(mid, now)) for mid in ids]
+        found = [entry for _, entry in entries if entry is not None]
+        flying = sum(1 for entry in found if entry.state is State.IN_FLIGHT)
+        gone = [mid for mid, entry in entries if entry is None]
+        doomed = len(found) - flying
+        return {
+            "question": (
+                f"Delete {_count(doomed, 'message')}? Deleted mail is not sent, and cannot be "
+                "retried or brought back."
+            ),
+            "listed": self._listed((summarize(entry) for entry in found), now),
+            "flying": flying,
+            "gone": gone,
+            "yes": "Yes, delete" if doomed else None,
+        }
+
+
+def _staging() -> str | None:
+    """The STAGING line (what it does to mail), or None when it is off."""
+    try:
+        staging = get_config().staging
+    except ConfigurationError:  # the page says the setting is wrong
+        return None
+    return None if staging is None else staging.describe()
+
+
+def _flushers(store: Store, now: float) -> dict[str, Any]:
+    """The flushers seen lately, newest first, and a warning when none was for a while."""
+    if Capability.HEARTBEAT not in store.capabilities:
+        return {"off": lacking(store, Capability.HEARTBEAT)}
+    beats = sorted(store.beats(now).items(), key=lambda beat: (-beat[1], beat[0]))
+    shown = [(printable(host), ago(at, now)) for host, at in beats[:SHOWN_FLUSHERS]]
+    quiet = None
+    if not beats:
+        quiet = "No flusher seen in the last day."
+    elif now - beats[0][1] > QUIET:
+        quiet = f"No flusher seen for {span(now - beats[0][1])}."
+    return {"beats": shown, "more": len(beats) - len(shown), "quiet": quiet}
+
+
+def _duration(text: str) -> float | None:
+    try:
+        return parse_duration(text)
+    except argparse.ArgumentTypeError:
+        return None
+
+
+def _count(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _plain(text: str, status: int) -> HttpResponse:
