@@ -219,7 +219,8 @@ def test_show_prints_everything_of_a_message(store):
     for line in (
         f"id           {queued.id}",
         "state        ready",
-        "from         Shop <shop@example.com>",
+        # The envelope sender, as this Django prepares it (6.1: the bare address).
+        f"from         {queued.envelope_from}",
         "to           to@example.com, hidden@example.com",
         "subject      'Your order \\x1b[31m'",
         f"message-id   {queued.message_id}",
