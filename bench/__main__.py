@@ -15,6 +15,9 @@ of two figures from the same run: absolute figures on shared machines swing by
 up to 2x between runs. django-mailer and django-post_office are measured when
 installed (``pip install mailqueue[bench]``), else their rows say so.
 ``--tiny`` runs everything at a size that takes seconds (the test suite does).
+
+``python -m bench console [...]`` measures the console's reads (pages of
+``browse()`` and ``get()``) on a queue of 1,000,000 messages: see :mod:`bench.console`.
 """
 
 from __future__ import annotations
@@ -248,6 +251,12 @@ def _depth_section(args, urls, directory) -> dict[str, Any]:  # type: ignore[no-
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["console"]:
+        from bench import console
+
+        console.main(argv[1:])
+        return
     args = _parser().parse_args(argv)
     results = run(args)
     rows = report.table(results)
