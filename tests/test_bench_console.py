@@ -13,10 +13,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from mailqueue_core.store import Capability, State, Store
 from mailqueue_stores.memory import MemoryStore
 from mailqueue_stores.redis import RedisStore
 from mailqueue_stores.sqlite import SQLiteStore
+
+pytestmark = pytest.mark.drill
 
 ROOT = Path(__file__).resolve().parent.parent
 STORES: dict[str, type[Store]] = {
