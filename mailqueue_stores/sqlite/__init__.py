@@ -34,8 +34,10 @@ Capabilities and what it can lose
     ``rate_limit`` (buckets and slots in the same file), ``local`` (its
     check looks at files only), ``browse`` (pages by cursor over an index:
     the same cost at any depth), ``pause`` (a flag per namespace in the
-    file), ``heartbeat`` (a row per flusher) and ``sent_log`` (a table in
-    the file, paged by cursor like ``browse``). With
+    file), ``heartbeat`` (a row per flusher), ``sent_log`` (a table in
+    the file, paged by cursor like ``browse``) and ``wake`` (a waiting
+    flusher polls a count that enqueues bump, every 5 ms, on its own
+    connection). With
     ``synchronous=FULL`` a message is on disk when ``enqueue`` returns and
     survives a crash of the process or of the machine. With ``NORMAL`` the
     last commits before a power cut or an operating-system crash may be lost
@@ -59,7 +61,8 @@ The package
     :mod:`~mailqueue_stores.sqlite.rows`, :mod:`~mailqueue_stores.sqlite.rate_limits`,
     :mod:`~mailqueue_stores.sqlite.console` and :mod:`~mailqueue_stores.sqlite.browsing`
     (the console's calls and pages), :mod:`~mailqueue_stores.sqlite.counting`
-    (``stats`` from the indexes), :mod:`~mailqueue_stores.sqlite.sent_log` and
+    (``stats`` from the indexes), :mod:`~mailqueue_stores.sqlite.sent_log`,
+    :mod:`~mailqueue_stores.sqlite.wake_ups` and
     :mod:`~mailqueue_stores.sqlite.site_transaction` (enqueue in the site's transaction).
 """
 

@@ -22,6 +22,7 @@ from typing import Protocol, TypeVar
 from mailqueue_core.store import Entry, Page, State
 from mailqueue_stores.sqlite.browsing import Position, live_state, read_entry, read_page
 from mailqueue_stores.sqlite.rows import shown_id
+from mailqueue_stores.sqlite.wake_ups import wake
 
 __all__ = ["SQLiteConsole"]
 
@@ -129,6 +130,8 @@ class SQLiteConsole:
             for mid in dict.fromkeys(ids):
                 params = {"now": now, "namespace": self.namespace, "id": mid}
                 changed += conn.execute(_SEND_NOW, params).rowcount
+            if changed:
+                wake(conn, self.namespace)
         return changed
 
     def paused(self: _Store) -> bool:

@@ -20,13 +20,16 @@ message, a third partial index orders the waiting rows by ``created``.
 
 The sent log (:mod:`~mailqueue_stores.sqlite.sent_log`) is a table of its own,
 listed, counted and pruned through its unique ``(namespace, sent, id)`` index;
-the flushers' heartbeats are a small table keyed on ``(namespace, flusher)``.
+the flushers' heartbeats are a small table keyed on ``(namespace, flusher)``,
+and the wake-ups (:mod:`~mailqueue_stores.sqlite.wake_ups`) a counter per
+namespace.
 
 Indexes and tables added to a released schema (the three indexes, the sent
-log and the heartbeats) do not change the schema version: a release that does
-not know an index still keeps it up to date (SQLite does, on every write), and
-one that does not know a table leaves it alone, while a newer version would
-make that release refuse the file, so a rollback would stop the queue.
+log, the heartbeats and the wake-ups) do not change the schema version: a
+release that does not know an index still keeps it up to date (SQLite does, on
+every write), and one that does not know a table leaves it alone, while a newer
+version would make that release refuse the file, so a rollback would stop the
+queue.
 :func:`ensure_schema` adds the missing ones under the write lock.
 """
 
@@ -132,6 +135,10 @@ DDL = (
         expires REAL NOT NULL,
         PRIMARY KEY (namespace, flusher)
     )""",
+    """CREATE TABLE IF NOT EXISTS mailqueue_wakes (
+        namespace TEXT PRIMARY KEY,
+        wakes INTEGER NOT NULL
+    )""",
 )
 
 SET_VERSION_IF_MISSING = (
@@ -148,6 +155,7 @@ ADDED = (
     "mailqueue_sent",
     SENT_INDEX,
     "mailqueue_beats",
+    "mailqueue_wakes",
 )
 _ADDED_MARKS = ", ".join("?" * len(ADDED))
 _ADDED_FOUND = f"SELECT COUNT(*) FROM sqlite_master WHERE name IN ({_ADDED_MARKS})"  # noqa: S608

@@ -3,8 +3,10 @@
 When the queue lives in the site's SQLite database file, an enqueue made with
 Django's connection is part of the request's transaction: mail sent inside a
 transaction is stored when it commits and never when it rolls back, with no
-window between the commit and the enqueue. Everything else (claims, acks,
-the flusher) uses the store's own connections as usual.
+window between the commit and the enqueue. The enqueue's wake-up joins the
+same transaction, so the flushers wake when the site commits (and not for a
+rollback). Everything else (claims, acks, the flusher and its waits for
+mail) uses the store's own connections as usual.
 """
 
 from __future__ import annotations
@@ -15,10 +17,15 @@ from typing import Any
 
 from mailqueue_core.errors import ConfigurationError, StoreUnavailable
 from mailqueue_stores.sqlite import schema as sql
+from mailqueue_stores.sqlite.wake_ups import WAKE
 
 __all__ = ["enqueue_in_site_transaction"]
 
-_HAS_QUEUE = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'mailqueue_queue'"
+_TABLES = (
+    "SELECT name FROM sqlite_master WHERE type = 'table'"
+    " AND name IN ('mailqueue_queue', 'mailqueue_wakes')"
+)
+_WAKES_DDL = next(statement for statement in sql.DDL if "mailqueue_wakes" in statement)
 
 
 def _connection(alias: str, path: str) -> Any:
@@ -37,8 +44,11 @@ def _connection(alias: str, path: str) -> Any:
     return connection
 
 
-def enqueue_in_site_transaction(alias: str, path: str, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Insert ``rows`` (for ``schema.ENQUEUE``) with Django's connection ``alias``."""
+def enqueue_in_site_transaction(
+    alias: str, path: str, namespace: str, rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """Insert ``rows`` (for ``schema.ENQUEUE``) with Django's connection ``alias``
+    and wake the flushers of ``namespace`` when it commits."""
     import sqlite3
 
     from django.db import DatabaseError
@@ -48,11 +58,18 @@ def enqueue_in_site_transaction(alias: str, path: str, rows: Sequence[tuple[Any,
         with connection.cursor() as cursor:
             # Looked at every time: tables created inside a transaction that
             # rolled back are gone again. CREATE joins the transaction too.
-            cursor.execute(_HAS_QUEUE)
-            if cursor.fetchone() is None:
+            cursor.execute(_TABLES)
+            tables = {name for (name,) in cursor.fetchall()}
+            if "mailqueue_queue" not in tables:
                 for statement in sql.DDL:
                     cursor.execute(statement)
                 cursor.execute(sql.SET_VERSION_IF_MISSING, (str(sql.SCHEMA_VERSION),))
+            elif "mailqueue_wakes" not in tables:
+                # A queue made before wake-ups that no store's own connection
+                # opened since: only the small table, never an index of a deep
+                # queue inside a request.
+                cursor.execute(_WAKES_DDL)
             cursor.executemany(sql.ENQUEUE, rows)
+            cursor.execute(WAKE, (namespace, namespace))
     except (DatabaseError, sqlite3.Error) as exc:
         raise StoreUnavailable(f"sqlite store {path} (through {alias!r}): {exc}") from exc

@@ -37,6 +37,7 @@ from mailqueue_stores.sqlite.sent_log import SQLiteSentLog
 from mailqueue_stores.sqlite.site_transaction import enqueue_in_site_transaction
 from mailqueue_stores.sqlite.space import Reserve, give_back, out_of_space, truncate_wal
 from mailqueue_stores.sqlite.verify import diagnose, no_queue, uri, verify_queue
+from mailqueue_stores.sqlite.wake_ups import SQLiteWakeUps, read_wakes, wake
 
 __all__ = ["SQLiteStore"]
 
@@ -51,7 +52,7 @@ JOURNAL_SIZE_LIMIT = 16 << 20
 _ALWAYS_SHOWN = ("timeout", "synchronous")
 
 
-class SQLiteStore(SQLiteConsole, SQLiteSentLog, SQLiteLimits, Store):
+class SQLiteStore(SQLiteConsole, SQLiteSentLog, SQLiteLimits, SQLiteWakeUps, Store):
     """A queue in one SQLite file (see :mod:`mailqueue_stores.sqlite`)."""
 
     capabilities = frozenset(
@@ -64,6 +65,7 @@ class SQLiteStore(SQLiteConsole, SQLiteSentLog, SQLiteLimits, Store):
             Capability.PAUSE,
             Capability.HEARTBEAT,
             Capability.SENT_LOG,
+            Capability.WAKE,
         }
     )
 
@@ -81,6 +83,8 @@ class SQLiteStore(SQLiteConsole, SQLiteSentLog, SQLiteLimits, Store):
         self.options = _twin_options(declared)
         self._reserve = Reserve(where.path, declared.reserve, declared.mode)
         self._pool = ConnectionPool(self._connect, where.path)
+        # The count of wake-ups seen by the last claim or wait (see wake_ups).
+        self._seen_wakes: object = None
 
     def without_creating(self) -> SQLiteStore:
         """This store, opening an existing queue only (``create=false``).
@@ -159,16 +163,22 @@ class SQLiteStore(SQLiteConsole, SQLiteSentLog, SQLiteLimits, Store):
     @contextlib.contextmanager
     def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> Iterator[sqlite3.Connection]:
         """A transaction that commits when the block ends and rolls back when it raises."""
+        with self._connection() as conn:
+            conn.execute(begin)
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection, in autocommit mode, for the block."""
         try:
             with self._pool.connection() as conn:
-                conn.execute(begin)
-                try:
-                    yield conn
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
+                yield conn
         except StoreUnavailable:
             raise  # said already (a ConnectionError, so an OSError too)
         except (sqlite3.Error, OSError) as exc:
@@ -216,10 +226,11 @@ class SQLiteStore(SQLiteConsole, SQLiteSentLog, SQLiteLimits, Store):
             for r in records
         ]
         if rows and self.django_database is not None:
-            enqueue_in_site_transaction(self.django_database, self.path, rows)
+            enqueue_in_site_transaction(self.django_database, self.path, ns, rows)
         elif rows:
             with self._transaction() as conn:
                 conn.executemany(sql.ENQUEUE, rows)
+                wake(conn, ns)
 
     def fetch_due(self, now: float, limit: int, lease: float) -> list[Claim]:
         if limit <= 0:
@@ -232,6 +243,8 @@ class SQLiteStore(SQLiteConsole, SQLiteSentLog, SQLiteLimits, Store):
     def _claim(
         self, conn: sqlite3.Connection, now: float, limit: int, expires: float
     ) -> list[Claim]:
+        # Read under the write lock: what is queued after this claim wakes the next wait.
+        self._seen_wakes = read_wakes(conn, self.namespace)
         # Rows whose due is not a number first: they are rare, and the claim
         # below would never reach them.
         rows = conn.execute(sql.CLAIM_UNTIMED, (self.namespace, limit)).fetchall()
@@ -260,14 +273,19 @@ class SQLiteStore(SQLiteConsole, SQLiteSentLog, SQLiteLimits, Store):
         if cursor.rowcount != 1:
             raise LeaseLost(f"message {claim.id} is no longer held by this claim")
 
+    def _back(self, conn: sqlite3.Connection, statement: str, claim: Claim, *args: object) -> None:
+        """:meth:`_held`, for a message that goes back to the queue (and may be due now)."""
+        self._held(conn, statement, claim, *args)
+        wake(conn, self.namespace)
+
     def ack(self, claim: Claim) -> None:
         self._drain(lambda conn: self._held(conn, sql.ACK, claim))
 
     def requeue(self, claim: Claim, due: float, error: str | None) -> None:
-        self._drain(lambda conn: self._held(conn, sql.REQUEUE, claim, due, due, error))
+        self._drain(lambda conn: self._back(conn, sql.REQUEUE, claim, due, due, error))
 
     def release(self, claim: Claim) -> None:
-        self._drain(lambda conn: self._held(conn, sql.RELEASE, claim))
+        self._drain(lambda conn: self._back(conn, sql.RELEASE, claim))
 
     def bury(self, claim: Claim, error: str, now: float) -> None:
         def body(conn: sqlite3.Connection) -> None:
@@ -327,6 +345,8 @@ class SQLiteStore(SQLiteConsole, SQLiteSentLog, SQLiteLimits, Store):
                 if conn.execute(sql.REVIVE, (now, now, now, self.namespace, mid)).rowcount:
                     conn.execute(sql.DELETE_DEAD, (self.namespace, mid))
                     revived += 1
+            if revived:
+                wake(conn, self.namespace)
         return revived
 
     def purge(self, buried_before: float) -> int:
