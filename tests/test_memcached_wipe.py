@@ -43,6 +43,7 @@ def drill_id(n: int) -> str:
     return f"drill-{n}"
 
 
+@pytest.mark.drill
 def test_a_server_restarted_empty_is_reported_exactly(memcached_server_factory, smtp):
     servers = [memcached_server_factory() for _ in range(3)]
     url = "memcached://" + ",".join(s.address for s in servers)

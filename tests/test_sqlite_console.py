@@ -147,6 +147,7 @@ def page_steps(path: str, state: State, after: Position | None, newest_first: bo
     return sum(steps(path, sql, params) for sql, params in listing)
 
 
+@pytest.mark.drill
 def test_a_page_costs_the_same_at_any_depth(tmp_path):
     """The same work for a page at the start and from the middle, either way, over
     200 or 10,000 records a state: no count or scan of what comes before the
@@ -357,6 +358,7 @@ def _browse_at_once(location: str, start: Barrier) -> None:
     store.close()
 
 
+@pytest.mark.drill
 def test_a_file_without_the_console_indexes_is_upgraded_by_racing_processes(tmp_path):
     """A file written before the console: its processes add the indexes once,
     taking turns under the write lock, and the schema version stays what older

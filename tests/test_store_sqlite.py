@@ -490,6 +490,7 @@ def _claim_and_ack(location: str, out: str, start: Barrier) -> None:
     Path(out).write_text(json.dumps(got))
 
 
+@pytest.mark.drill
 def test_processes_claim_each_record_exactly_once(tmp_path, store):
     records = [make_record(NOW - i % 50) for i in range(2000)]
     store.enqueue(records)
@@ -518,6 +519,7 @@ def _enqueue_on_a_new_file(location: str, start: Barrier) -> None:
     store.close()
 
 
+@pytest.mark.drill
 def test_processes_racing_to_create_the_schema(tmp_path):
     location = url(tmp_path / "fresh.db")
     ctx = multiprocessing.get_context("spawn")
