@@ -34,6 +34,7 @@ from mailqueue_core.errors import ConfigurationError, StoreUnavailable
 from mailqueue_core.testing.contract import LEASE, make_record
 from mailqueue_stores.redis import RedisStore
 from tests.servers.redis import Replicated, replication, wait_for_replicas, wait_until
+from tests.test_redis_wakeups import waiting
 
 pytestmark = pytest.mark.drill
 
@@ -242,6 +243,25 @@ def test_options_from_the_url():
         60.0,
     )
     assert defaults.allow_eviction is False
+
+
+def test_a_wait_for_mail_across_a_sentinel_failover(redis_replicated, now):
+    # A flusher blocked in XREAD when the master dies is told at once, and waits
+    # on the new master once Sentinel has promoted one.
+    cluster = redis_replicated(1)
+    url = f"{cluster.sentinel.url}?namespace=waking"
+    with RedisStore(url) as web, RedisStore(url) as waiter:
+        waiter.fetch_due(now, 10, LEASE)
+        join = waiting(waiter, 30.0)
+        cluster.master.kill()
+        failed, took = join()
+        assert isinstance(failed, StoreUnavailable) and took < 2.0
+        cluster.wait_for_failover()
+        assert waiter.fetch_due(time.time(), 10, LEASE) == []
+        join = waiting(waiter, 30.0)
+        web.enqueue([make_record(time.time())])
+        woken, took = join()
+        assert woken is True and took < 5.0
 
 
 # -- the drill -----------------------------------------------------------------------

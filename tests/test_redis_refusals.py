@@ -190,9 +190,14 @@ def test_a_slot_on_the_move_is_unavailable(redis_cluster, now):
             durable.enqueue([make_record(now)])
         # With no key of the slot left here, the shard reached directly
         # (for WAIT) answers ASK.
+        # A wait reads the wake-up stream on its node, which still has it.
+        assert store.wait_for_mail(0.01) is False
         source.delete(prefix + "due", prefix + "created", prefix + "m:" + record.id)
+        source.delete(prefix + "wake")
         with pytest.raises(StoreUnavailable, match="moved"):
             durable.enqueue([make_record(now)])
+        with pytest.raises(StoreUnavailable, match="moved"):
+            store.wait_for_mail(0.01)
 
 
 def test_a_message_moved_before_its_index_stops_the_claim(redis_cluster, now):

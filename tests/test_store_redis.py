@@ -30,9 +30,13 @@ from mailqueue_stores.redis.scripts import script_source, supports_flags
 from tests.servers.redis import HOST, free_port
 
 
-def scan_namespace(server, namespace: str) -> list[bytes]:
+def scan_namespace(server, namespace: str, *, wake: bool = False) -> list[bytes]:
+    """The namespace's keys; the wake-up stream only with ``wake``, since it
+    outlives the queue by design (it expires an hour after its last entry)."""
+    leave_out = b"" if wake else RedisKeys(namespace).wake.encode()
     with server.client() as client:
-        return list(client.scan_iter(match=f"mailqueue:{{{namespace}}}:*"))
+        found = client.scan_iter(match=f"mailqueue:{{{namespace}}}:*")
+        return [name for name in found if name != leave_out]
 
 
 @pytest.fixture
@@ -93,7 +97,12 @@ def test_keyspace_is_empty_after_everything(store, redis_server, now):
             store.ack(claim)
     stats = store.stats(now + 10 * LEASE)
     assert (stats.ready, stats.scheduled, stats.in_flight, stats.dead) == (0, 0, 0, 0)
-    assert scan_namespace(redis_server, store.namespace) == []
+    # The wake-up stream stays, one entry long, until it expires an hour after the last.
+    wake = RedisKeys(store.namespace).wake.encode()
+    assert scan_namespace(redis_server, store.namespace, wake=True) == [wake]
+    with redis_server.client() as client:
+        assert client.xlen(wake) == 1
+        assert 3590 < client.ttl(wake) <= 3600
 
 
 def test_two_namespaces_in_one_redis(redis_server, now):
@@ -322,7 +331,7 @@ def test_options_are_kept_for_rebuilding(redis_server):
     assert s.options == {"socket_timeout": 2, "client_options": {}}
     assert s.namespace == "x"
     assert s.capabilities == frozenset(
-        {"shared", "durable", "rate_limit", "browse", "pause", "heartbeat", "sent_log"}
+        {"shared", "durable", "rate_limit", "browse", "pause", "heartbeat", "sent_log", "wake"}
     )
 
 
@@ -581,6 +590,6 @@ def test_script_flags_only_for_servers_that_read_them(version, flags):
     assert supports_flags(version) is flags
     source = script_source("claim", flags)
     assert source.startswith("#!lua flags=allow-oom\n") is flags
-    assert script_source("enqueue", True).startswith("#!lua\nlocal added")
+    assert script_source("enqueue", True).startswith("#!lua\nlocal function wake")
     assert script_source("stats", True).startswith("#!lua flags=no-writes\n")
     assert not script_source("enqueue", False).startswith("#!")

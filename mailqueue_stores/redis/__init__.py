@@ -38,7 +38,10 @@ Capabilities and what it can lose
     is), ``sent_log`` (a sorted set and a hash per record, each expiring when
     its record may go: :mod:`mailqueue_stores.redis.sentlog`), ``heartbeat``
     (a hash and a sorted set that expire with the last note:
-    :mod:`mailqueue_stores.redis.heartbeats`) and ``durable``, as durable as the
+    :mod:`mailqueue_stores.redis.heartbeats`), ``wake`` (what may make mail
+    due adds to a stream of one entry, and a waiting flusher blocks in ``XREAD``
+    on a connection of its own: :mod:`mailqueue_stores.redis.wakeups`) and
+    ``durable``, as durable as the
     server's persistence: with
     ``appendonly yes`` and ``appendfsync everysec`` a crash of the machine can
     lose the last second of writes (a crash of Redis alone loses nothing);
@@ -117,6 +120,7 @@ class RedisStore(Store):
             Capability.PAUSE,
             Capability.HEARTBEAT,
             Capability.SENT_LOG,
+            Capability.WAKE,
         }
     )
     #: Redis's largest string (``proto-max-bulk-len``, 512 MiB by default).
@@ -229,6 +233,9 @@ class RedisStore(Store):
 
     def set_paused(self, paused: bool) -> None:
         self._client.set_paused(paused)
+
+    def wait_for_mail(self, timeout: float) -> bool:
+        return self._client.wait_for_mail(timeout)
 
     # -- heartbeats and the sent log ----------------------------------------------
 

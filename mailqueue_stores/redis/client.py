@@ -24,6 +24,7 @@ from mailqueue_stores.redis.connection import RedisConnection, ReplicasMissing
 from mailqueue_stores.redis.keys import RedisKeys
 from mailqueue_stores.redis.sentlog import FIELDS, fields_of, member, ttl_ms
 from mailqueue_stores.redis.settings import RedisSettings
+from mailqueue_stores.redis.wakeups import MARGIN, SLICE, WakeUps
 
 __all__ = ["DEAD_FIELDS", "LOST_FIELDS", "RedisClient"]
 
@@ -48,6 +49,9 @@ class RedisClient:
         self.namespace = namespace
         self.keys = RedisKeys(namespace)
         self.connection = RedisConnection(settings)
+        #: The wake-ups, waited for on a connection of their own.
+        waiting = RedisConnection(settings, read_timeout=SLICE + MARGIN)
+        self.wakeups = WakeUps(waiting, self.keys.wake)
         # Lua reads "inf" as infinity too, but a finite bound keeps the scripts' arithmetic plain.
         self._skew = repr(min(settings.options.max_clock_skew, 1e12))
 
@@ -56,7 +60,7 @@ class RedisClient:
     def enqueue(self, records: Sequence[Record]) -> None:
         """Add records not already live or dead; with ``min_replicas``, confirmed by WAIT."""
         k = self.keys
-        keys = [k.due, k.created]
+        keys = [k.due, k.created, k.wake]
         args: list[Any] = []
         for record in records:
             keys += [k.live(record.id), k.dead_letter(record.id)]
@@ -93,11 +97,12 @@ class RedisClient:
             )
 
     def claim(self, now: float, limit: int, lease: float) -> tuple[list[Row], list[Row]]:
-        """``(rows, troubles)`` as the claim script answers them (see ``CLAIM``)."""
+        """``(rows, troubles)`` as the claim script answers them (see ``CLAIM``);
+        the newest wake-up it saw goes to :attr:`wakeups`."""
         k = self.keys
-        rows, troubles = self.connection.run(
+        rows, troubles, newest = self.connection.run(
             "claim",
-            [k.due, k.held, k.created, k.dead, k.lost],
+            [k.due, k.held, k.created, k.dead, k.lost, k.wake],
             [
                 k.live_prefix,
                 k.dead_prefix,
@@ -110,6 +115,7 @@ class RedisClient:
                 self._skew,
             ],
         )
+        self.wakeups.saw(newest)
         return rows, troubles
 
     def ack(self, claim: Claim) -> bool:
@@ -119,11 +125,15 @@ class RedisClient:
     def requeue(self, claim: Claim, due: float, error: str | None) -> bool:
         attempts = claim.record.attempts + 1
         extra = [repr(float(due)), attempts, *_optional(error)]
-        return self._settle("requeue", claim, [self.keys.due, self.keys.held], extra)
+        return self._settle(
+            "requeue", claim, [self.keys.due, self.keys.held, self.keys.wake], extra
+        )
 
     def release(self, claim: Claim) -> bool:
         extra = [repr(float(claim.record.due))]
-        return self._settle("release", claim, [self.keys.due, self.keys.held], extra)
+        return self._settle(
+            "release", claim, [self.keys.due, self.keys.held, self.keys.wake], extra
+        )
 
     def bury(self, claim: Claim, error: str, now: float) -> bool:
         k, r = self.keys, claim.record
@@ -177,7 +187,7 @@ class RedisClient:
         revived = 0
         for start in range(0, len(chosen), CHUNK):
             chunk = chosen[start : start + CHUNK]
-            keys = [k.due, k.held, k.created, k.dead]
+            keys = [k.due, k.held, k.created, k.dead, k.wake]
             for mid in chunk:
                 keys += [k.live(mid), k.dead_letter(mid)]
             revived += self.connection.run("revive", keys, [repr(float(now)), *chunk])
@@ -254,7 +264,7 @@ class RedisClient:
         changed = 0
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start : start + CHUNK]
-            keys = [k.due, k.held, *map(k.live, chunk)]
+            keys = [k.due, k.held, k.wake, *map(k.live, chunk)]
             changed += self.connection.run("send_now", keys, [repr(float(now)), *chunk])
         return int(changed)
 
@@ -263,7 +273,7 @@ class RedisClient:
 
     def set_paused(self, paused: bool) -> None:
         """Set or clear the flag; with ``min_replicas``, confirmed by WAIT as enqueue is."""
-        keys, args = [self.keys.paused], [int(paused)]
+        keys, args = [self.keys.paused, self.keys.wake], [int(paused)]
         replicas = self.settings.options.min_replicas
         if not replicas:
             self.connection.run("set_paused", keys, args)
@@ -372,8 +382,14 @@ class RedisClient:
     def ping(self) -> None:
         self.connection.call("PING")
 
+    def wait_for_mail(self, timeout: float) -> bool:
+        return self.wakeups.wait(timeout)
+
     def close(self) -> None:
-        self.connection.close()
+        try:
+            self.wakeups.close()
+        finally:
+            self.connection.close()
 
     def take_token(self, bucket: str, rate: float, burst: float, now: float) -> float:
         ttl_ms = math.ceil((burst / rate + 60) * 1000)

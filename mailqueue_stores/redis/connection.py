@@ -90,11 +90,18 @@ def refusal(exc: BaseException, redis: ModuleType) -> str | None:
 
 
 class RedisConnection:
-    """One connection pool (or cluster client) and the registered scripts."""
+    """One connection pool (or cluster client) and the registered scripts.
 
-    def __init__(self, settings: RedisSettings) -> None:
+    With ``read_timeout``, a connection for blocking reads (:meth:`entry_after`)
+    instead: its socket timeout is that many seconds whatever ``socket_timeout``
+    says, it speaks RESP2 whatever ``client_options`` say (the shape of an
+    ``XREAD`` answer depends on it), and it registers no scripts.
+    """
+
+    def __init__(self, settings: RedisSettings, *, read_timeout: float | None = None) -> None:
         self._redis = import_redis()
         self.settings = settings
+        self.read_timeout = read_timeout
         self._lock = threading.Lock()
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
@@ -175,6 +182,62 @@ class RedisConnection:
         with self.translated():
             return self._connection().execute_command(command, *args)
 
+    def newest_entry(self, key: str) -> bytes:
+        """The id of the newest entry of the stream ``key``; ``0-0`` when it has none."""
+        with self._on_shard(key) as shard:
+            found = shard.xrevrange(key, count=1)
+        newest: bytes = found[0][0] if found else b"0-0"
+        return newest
+
+    def entry_after(self, key: str, after: bytes, block: float | None) -> bytes | None:
+        """The id of the newest entry after ``after`` of the stream ``key``,
+        waiting up to ``block`` seconds for one (None: not at all, a look);
+        None when none came."""
+        ms = None if block is None else max(1, round(block * 1000))  # BLOCK 0 never ends
+        with self._on_shard(key) as shard:
+            answer = shard.xread({key: after}, block=ms)
+        if not answer:
+            return None
+        # RESP2 gives [[key, entries]]; redis-py's newer unified form {key: entries}.
+        ((_, entries),) = answer.items() if isinstance(answer, dict) else answer
+        newest: bytes = entries[-1][0]
+        return newest
+
+    @contextlib.contextmanager
+    def _on_shard(self, key: str) -> Iterator[Any]:
+        """A client for the node that holds ``key``, errors translated.
+
+        On a Cluster, the node's own client: the cluster client would ask the
+        server which of ``XREAD``'s arguments are keys (``COMMAND GETKEYS``) on
+        every call. A failure there reads the slot map again, so that the next
+        call finds a new master. A master demoted while a client blocked
+        answers ``UNBLOCKED``: ``StoreUnavailable``, and the pool's connections
+        are dropped, so that the next call asks Sentinel where the master is.
+        """
+        exceptions = self._redis.exceptions
+        with self.translated():
+            client = self._connection()
+            cluster = self.settings.mode == "cluster"
+            shard = (
+                client.get_redis_connection(client.get_node_from_key(key)) if cluster else client
+            )
+            try:
+                yield shard
+            except exceptions.RedisError as exc:
+                if cluster:
+                    self._refresh_cluster(client)
+                if isinstance(exc, exceptions.AskError):  # MOVED too
+                    raise StoreUnavailable(
+                        f"redis store: the Cluster moved the namespace's slot ({exc}); "
+                        "the next call goes to its new node"
+                    ) from exc
+                if str(exc).startswith("UNBLOCKED"):
+                    shard.connection_pool.disconnect()
+                    raise StoreUnavailable(
+                        f"redis store: the server stopped being the master ({exc})"
+                    ) from exc
+                raise
+
     def memory_policies(self) -> dict[str, str | None]:
         """``maxmemory_policy`` from ``INFO memory`` of each master, by node name.
 
@@ -206,10 +269,12 @@ class RedisConnection:
         with self._lock:
             if self._client is None:
                 client = self._build()
-                flags = supports_flags(self._server_version(client))
-                self._scripts = {
-                    name: client.register_script(script_source(name, flags)) for name in SCRIPTS
-                }
+                if self.read_timeout is None:
+                    flags = supports_flags(self._server_version(client))
+                    self._scripts = {
+                        name: client.register_script(script_source(name, flags))
+                        for name in SCRIPTS
+                    }
                 self._client = client
             return self._client
 
@@ -243,11 +308,17 @@ class RedisConnection:
             "socket_timeout": o.socket_timeout,
             "socket_connect_timeout": o.socket_connect_timeout,
         }
+        if self.read_timeout is not None:
+            timeouts = {
+                "socket_timeout": self.read_timeout,
+                "socket_connect_timeout": min(o.socket_connect_timeout, self.read_timeout),
+            }
         kwargs: dict[str, Any] = {"username": s.username, "password": s.password}
         kwargs.update(timeouts, **tls)
+        blocking = {} if self.read_timeout is None else {**timeouts, "protocol": 2}
         if s.mode == "cluster":
             nodes = [redis.cluster.ClusterNode(host, port) for host, port in s.nodes]
-            kwargs.update(o.client_options)
+            kwargs.update(o.client_options, **blocking)
             return redis.cluster.RedisCluster(startup_nodes=nodes, **kwargs)
         # One retry on a connection error renews a pooled connection that a
         # server restart broke; timeouts are not retried, since the script
@@ -256,7 +327,7 @@ class RedisConnection:
             redis.backoff.NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)
         )
         kwargs["db"] = s.db
-        kwargs.update(o.client_options)
+        kwargs.update(o.client_options, **blocking)
         if s.mode == "sentinel":
             sentinel = redis.sentinel.Sentinel(
                 list(s.nodes),

@@ -21,6 +21,8 @@ where skipping the ties one by one would walk them all on every page.
 
 from __future__ import annotations
 
+from mailqueue_stores.redis.wakeups import WAKE_LUA
+
 __all__ = ["CONSOLE_SCRIPTS"]
 
 # KEYS: held, then the indexes to walk (one; or dead and lost).
@@ -199,14 +201,16 @@ end
 return n
 """
 
-# KEYS: due, held, then per id its live key. ARGV: now, ids.
+# KEYS: due, held, wake, then per id its live key. ARGV: now, ids.
 # Only a queued hash, unclaimed and due later than now, is changed: its due field
-# and its score, nothing else. Returns how many were.
-SEND_NOW = """
+# and its score, nothing else. Returns how many were; any wakes the waiting flushers.
+SEND_NOW = (
+    WAKE_LUA
+    + """
 local now = tonumber(ARGV[1])
 local n = 0
 for i = 2, #ARGV do
-  local id, key = ARGV[i], KEYS[i + 1]
+  local id, key = ARGV[i], KEYS[i + 2]
   local due = redis.call('ZSCORE', KEYS[1], id)
   if due and tonumber(due) > now and not redis.call('ZSCORE', KEYS[2], id)
       and redis.call('TYPE', key)['ok'] == 'hash'
@@ -216,14 +220,25 @@ for i = 2, #ARGV do
     n = n + 1
   end
 end
+if n > 0 then wake(KEYS[3]) end
 return n
 """
+)
 
-# KEYS: the pause flag. ARGV: '1' to pause, '0' to resume.
-SET_PAUSED = """
-if ARGV[1] == '1' then redis.call('SET', KEYS[1], '1') else redis.call('DEL', KEYS[1]) end
+# KEYS: the pause flag, wake. ARGV: '1' to pause, '0' to resume.
+# A resume wakes the waiting flushers: mail held by the pause may go now.
+SET_PAUSED = (
+    WAKE_LUA
+    + """
+if ARGV[1] == '1' then
+  redis.call('SET', KEYS[1], '1')
+else
+  redis.call('DEL', KEYS[1])
+  wake(KEYS[2])
+end
 return 1
 """
+)
 
 #: name -> (Redis 7 script flags, body), as :data:`~mailqueue_stores.redis.scripts.SCRIPTS`.
 CONSOLE_SCRIPTS: dict[str, tuple[str, str]] = {

@@ -26,6 +26,8 @@ For namespace ``NS`` every key starts with ``P`` = ``mailqueue:{NS}:``::
                             attempts, created, data; expires when the record may go
     P beats         hash    each flusher's name -> when it was last active
     P beats:until   zset    each flusher's name scored by when its note may be forgotten
+    P wake          stream  its newest entry: the last time mail may have become due
+                            (:mod:`~mailqueue_stores.redis.wakeups`); expires an hour after it
 
 Redis Cluster hashes only what stands between a key's first braces, so every
 key of a namespace, whatever follows the prefix, lives in the slot of
@@ -55,6 +57,7 @@ class RedisKeys:
         self.sent = self.prefix + "sent"
         self.beats = self.prefix + "beats"
         self.beats_until = self.prefix + "beats:until"
+        self.wake = self.prefix + "wake"
 
     def live(self, mid: str) -> str:
         return self.live_prefix + mid

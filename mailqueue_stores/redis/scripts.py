@@ -29,6 +29,11 @@ to the new node stops the claim where it reaches it (``StoreUnavailable``,
 "slot on the move"); what it claimed before that point comes back when the
 lease runs out.
 
+Wake-ups. The scripts that may make mail due now (enqueue, requeue, release,
+revive, and the console's send now and resume) end with ``wake`` on the
+declared key ``wake``, and the claim answers the newest wake-up it saw: see
+:mod:`~mailqueue_stores.redis.wakeups`.
+
 Floats travel as Python ``repr`` strings and are stored as given, so times
 round-trip exactly. Scripts return stored strings rather than Lua numbers,
 which Redis would truncate to integers.
@@ -68,18 +73,21 @@ from mailqueue_stores.redis.console import CONSOLE_SCRIPTS
 from mailqueue_stores.redis.heartbeats import HEARTBEAT_SCRIPTS
 from mailqueue_stores.redis.limits import LIMIT_SCRIPTS
 from mailqueue_stores.redis.sentlog import SENT_SCRIPTS
+from mailqueue_stores.redis.wakeups import NEWEST_WAKE_LUA, WAKE_LUA
 
 __all__ = ["SCRIPTS", "script_source", "supports_flags"]
 
-# KEYS: due, created, then per record its live key and its dead-letter key.
+# KEYS: due, created, wake, then per record its live key and its dead-letter key.
 # ARGV: per record id, data, created, due, attempts, has_error ("1"/"0"), error.
 # Returns the ids it added (not those already present), for a withdrawal.
-ENQUEUE = """
+ENQUEUE = (
+    WAKE_LUA
+    + """
 local added = {}
 for r = 0, #ARGV / 7 - 1 do
-  local a, live = r * 7, KEYS[3 + 2 * r]
+  local a, live = r * 7, KEYS[4 + 2 * r]
   local id = ARGV[a + 1]
-  if redis.call('EXISTS', live, KEYS[4 + 2 * r]) == 0 then
+  if redis.call('EXISTS', live, KEYS[5 + 2 * r]) == 0 then
     redis.call('HSET', live, 'data', ARGV[a + 2], 'created', ARGV[a + 3],
                'due', ARGV[a + 4], 'attempts', ARGV[a + 5])
     if ARGV[a + 6] == '1' then redis.call('HSET', live, 'last_error', ARGV[a + 7]) end
@@ -88,8 +96,10 @@ for r = 0, #ARGV / 7 - 1 do
     added[#added + 1] = id
   end
 end
+if #added > 0 then wake(KEYS[3]) end
 return added
 """
+)
 
 # KEYS: due, created, then per id its live key. ARGV: ids.
 # Takes back what an enqueue added when the replicas did not confirm it, unless
@@ -108,15 +118,18 @@ end
 return n
 """
 
-# KEYS: due, held, created, dead, lost.
+# KEYS: due, held, created, dead, lost, wake.
 # ARGV: live prefix, dead prefix, lost prefix, now, limit, expires, token prefix,
 # lease, max clock skew.
 # The one script that builds keys (prefix .. id, for ids read from `due`): see
 # "Declared keys" above for why, and why it is safe on a Cluster.
-# Returns {claims, troubles}: a claim is {id, token, data, created, due, attempts,
-# last_error, created score, due score} (fields as stored, false when absent);
-# a trouble is {id, "lost"} or {id, "buried", key type}.
-CLAIM = """
+# Returns {claims, troubles, newest wake-up}: a claim is {id, token, data, created,
+# due, attempts, last_error, created score, due score} (fields as stored, false
+# when absent); a trouble is {id, "lost"} or {id, "buried", key type}; the newest
+# wake-up is the id of the wake stream's newest entry (see wakeups).
+CLAIM = (
+    NEWEST_WAKE_LUA
+    + """
 local t = redis.call('TIME')
 local server_now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local limit = tonumber(ARGV[5])
@@ -184,8 +197,9 @@ while #out < limit do
     end
   end
 end
-return {out, troubles}
+return {out, troubles, newest_wake(KEYS[6])}
 """
+)
 
 # The settling scripts answer 0 (LeaseLost) unless KEYS[1] is a hash holding ARGV[2].
 _HOLDS = """
@@ -205,9 +219,12 @@ return 1
 """
 )
 
-# KEYS: message, due, held. ARGV: id, token, due, attempts, has_error, error.
+# KEYS: message, due, held, wake. ARGV: id, token, due, attempts, has_error, error.
+# Every requeue wakes the waiting flushers, as the contract says: one for later
+# costs each of them a claim that finds nothing.
 REQUEUE = (
-    _HOLDS
+    WAKE_LUA
+    + _HOLDS
     + """
 redis.call('HDEL', KEYS[1], 'token', 'expires', 'server_expires')
 redis.call('HSET', KEYS[1], 'due', ARGV[3], 'attempts', ARGV[4])
@@ -218,17 +235,20 @@ else
 end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
+wake(KEYS[4])
 return 1
 """
 )
 
-# KEYS: message, due, held. ARGV: id, token, the due time the claim reported.
+# KEYS: message, due, held, wake. ARGV: id, token, the due time the claim reported.
 RELEASE = (
-    _HOLDS
+    WAKE_LUA
+    + _HOLDS
     + """
 redis.call('HDEL', KEYS[1], 'token', 'expires', 'server_expires')
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
+wake(KEYS[4])
 return 1
 """
 )
@@ -266,13 +286,15 @@ end
 return 1
 """
 
-# KEYS: due, held, created, dead, then per id its live key and its dead-letter key.
+# KEYS: due, held, created, dead, wake, then per id its live key and its dead-letter key.
 # ARGV: now, ids.
 # A dead letter whose id is queued again, or that is not a hash, stays where it is.
-REVIVE = """
+REVIVE = (
+    WAKE_LUA
+    + """
 local n = 0
 for j = 1, #ARGV - 1 do
-  local id, live, dead = ARGV[1 + j], KEYS[3 + 2 * j], KEYS[4 + 2 * j]
+  local id, live, dead = ARGV[1 + j], KEYS[4 + 2 * j], KEYS[5 + 2 * j]
   if redis.call('TYPE', dead)['ok'] == 'hash' and redis.call('EXISTS', live) == 0 then
     redis.call('RENAME', dead, live)
     redis.call('HDEL', live, 'reason', 'buried', 'token', 'expires', 'server_expires')
@@ -285,8 +307,10 @@ for j = 1, #ARGV - 1 do
     n = n + 1
   end
 end
+if n > 0 then wake(KEYS[5]) end
 return n
 """
+)
 
 # KEYS: an index (dead or lost), then per id its hash. ARGV: before, ids.
 # The ids were read from the index by an earlier call: one that left it, or
