@@ -483,7 +483,7 @@ class Store(abc.ABC):
     def wait_for_mail(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for mail that may have become due now:
         True as soon as a record was enqueued, requeued, released, revived or
-        sent now by any client of this namespace since this client's last
+        sent now, or delivery resumed, by any client of this namespace since this client's last
         :meth:`fetch_due` or :meth:`wait_for_mail` that returned True (so that
         nothing queued between a claim that found nothing and this call is
         missed, and a wake-up is answered once); False when the time ran out.

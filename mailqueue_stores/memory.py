@@ -381,7 +381,10 @@ class MemoryStore(Store):
         return len(old)
 
     def set_paused(self, paused: bool) -> None:
-        self._q.paused = paused
+        with self._q.lock:
+            self._q.paused = paused
+            if not paused:
+                self._q.wake()  # held mail goes at once, not at the next poll
 
 
 def _order_key(entry: Entry) -> tuple[float, str]:
