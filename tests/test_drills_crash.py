@@ -33,7 +33,9 @@ from tests.servers.redis import RedisServer
 pytestmark = pytest.mark.drill
 
 SEED = int(os.environ.get("MAILQUEUE_DRILL_SEED", "5"))
-KILLS = 20
+#: 8 in the test command; ``MAILQUEUE_DRILL_KILLS=20`` for the drill as first written
+#: (``python -m bench.reliability`` runs the larger one).
+KILLS = int(os.environ.get("MAILQUEUE_DRILL_KILLS", "8"))
 MESSAGES = 1000  # far more than 20 rounds use up (about 150), so every kill finds work
 BATCH = 10  # what one killed flusher can strand until its lease runs out
 LEASE = 300
@@ -82,14 +84,14 @@ def crash_drill(label: str, url: str, smtp: FaultySMTPServer, directory: Path) -
     assert (stats.ready, stats.scheduled, stats.in_flight, stats.dead) == (0, 0, 0, 0)
 
 
-def test_sqlite_flusher_killed_20_times(tmp_path: Path, smtp: FaultySMTPServer) -> None:
-    crash_drill("sqlite, 20 SIGKILLs", f"sqlite:///{tmp_path}/queue.db", smtp, tmp_path)
+def test_sqlite_flusher_killed_again_and_again(tmp_path: Path, smtp: FaultySMTPServer) -> None:
+    crash_drill(f"sqlite, {KILLS} SIGKILLs", f"sqlite:///{tmp_path}/queue.db", smtp, tmp_path)
 
 
-def test_redis_flusher_killed_20_times(
+def test_redis_flusher_killed_again_and_again(
     redis_server: RedisServer, tmp_path: Path, smtp: FaultySMTPServer
 ) -> None:
     # The drain moves its clock past the killed flushers' leases; the Redis
     # server's clock cannot be moved, so the caller's clock alone decides.
     url = f"{redis_server.url}?namespace={uuid.uuid4().hex}&max_clock_skew=inf"
-    crash_drill("redis, 20 SIGKILLs", url, smtp, tmp_path)
+    crash_drill(f"redis, {KILLS} SIGKILLs", url, smtp, tmp_path)
