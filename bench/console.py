@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import report
 from bench.claim_depth import FILL_CHUNK
 from bench.enqueue import percentiles as _percentiles
 from bench.servers import Redis
@@ -72,7 +73,7 @@ LIMIT_NAMES = {
     "redis": ("PING round trip", "PING"),
 }
 
-Row = list[str]
+Row = report.Row
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -401,35 +402,6 @@ def table(results: dict[str, Any]) -> list[Row]:
     return [row for name, got in results["stores"].items() for row in store_rows(name, got)]
 
 
-def render_text(rows: list[Row]) -> str:
-    widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
-    rule = "+".join("-" * (w + 2) for w in widths)
-    lines = [_line(HEADER, widths), rule]
-    for i, row in enumerate(rows):
-        if i and row[0] != rows[i - 1][0]:
-            lines.append(rule)
-        lines.append(_line(row, widths))
-    return "\n".join(lines)
-
-
-def _line(cells: list[str], widths: list[int]) -> str:
-    return " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-
-
-def render_rst(rows: list[Row]) -> str:
-    """The same table as a reStructuredText grid table, for docs/benchmarks.rst."""
-    widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
-    border = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
-
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
-
-    out = [border, line(HEADER), border.replace("-", "=")]
-    for row in rows:
-        out += [line(row), border]
-    return "\n".join(out)
-
-
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     results = run(args)
@@ -441,11 +413,11 @@ def main(argv: list[str] | None = None) -> None:
         f"pages of {PAGE}"
     )
     rows = table(results)
-    print(render_text(rows))
+    print(report.render_text(rows, HEADER))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
     if args.rst:
-        args.rst.write_text(render_rst(rows) + "\n")
+        args.rst.write_text(report.render_rst(rows, HEADER) + "\n")
 
 
 if __name__ == "__main__":

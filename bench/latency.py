@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from bench.enqueue import percentiles
 from bench.servers import Redis
 from bench.workload import receipt, setup_django
 from mailqueue_core.flusher import Flusher
@@ -41,11 +41,6 @@ from mailqueue_transports.smtp import SMTPTransport
 STORES = ("memory", "sqlite", "redis")
 MODES = ("wake", "poll")
 CRON_PERIOD = 60.0
-
-
-def _quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def measure(url: str, mode: str, messages: int, gap: float, interval: float) -> dict[str, Any]:
@@ -84,13 +79,8 @@ def measure(url: str, mode: str, messages: int, gap: float, interval: float) -> 
             service.join(interval + 10)
             flusher_store.close()
         arrived = {_subject(m.data): m.arrived for m in smtp.messages}
-    latencies = [(arrived[s] - returned[s]) * 1000 for s in returned]
-    return {
-        "p50_ms": statistics.median(latencies),
-        "p99_ms": _quantile(latencies, 0.99),
-        "max_ms": max(latencies),
-        "messages": messages,
-    }
+    latencies = [arrived[s] - returned[s] for s in returned]
+    return {**percentiles(latencies), "max_ms": max(latencies) * 1e3, "messages": messages}
 
 
 def _subject(data: bytes) -> str:

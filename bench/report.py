@@ -261,10 +261,11 @@ def table(results: dict[str, Any]) -> list[Row]:
     return rows
 
 
-def render_text(rows: list[Row]) -> str:
-    widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
+def render_text(rows: list[Row], header: Row = HEADER) -> str:
+    """The table as text, a rule between groups (the first column changes)."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     rule = "+".join("-" * (w + 2) for w in widths)
-    lines = [_line(HEADER, widths), rule]
+    lines = [_line(header, widths), rule]
     for i, row in enumerate(rows):
         if i and row[0] != rows[i - 1][0]:
             lines.append(rule)
@@ -276,16 +277,16 @@ def _line(cells: list[str], widths: list[int]) -> str:
     return " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
 
 
-def render_rst(rows: list[Row]) -> str:
+def render_rst(rows: list[Row], header: Row = HEADER) -> str:
     """The same table as a reStructuredText grid table, for docs/benchmarks.rst."""
-    widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     border = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
     head = border.replace("-", "=")
 
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
 
-    out = [border, line(HEADER), head]
+    out = [border, line(header), head]
     for row in rows:
         out += [line(row), border]
     return "\n".join(out)

@@ -11,7 +11,7 @@
   ``X-Mailqueue-Redirected-From`` naming the envelope recipients it replaced.
 - ``OTHERS``: without ``REDIRECT_TO``, what happens to recipients outside:
   ``"bury"`` (the default: a dead letter of their own, with the reason, that
-  ``mailqueue retry`` can send after all) or ``"drop"`` (logged, never sent).
+  ``mailqueue retry`` can send after all) or ``"drop"`` (logged at ERROR, never sent).
 
 The flusher applies it at delivery, so it holds for mail queued before the
 setting was turned on, and the queue, the console and ``mailqueue show`` keep

@@ -128,6 +128,7 @@ def test_drop_leaves_recipients_outside_unsent_and_says_so(store, caplog):
     stats = store.stats(clock.now)
     assert (stats.ready, stats.in_flight) == (0, 0)
     assert caplog.text.count("not sent to customer@real.org") == 2
+    assert all(r.levelname == "ERROR" for r in caplog.records if "not sent to" in r.getMessage())
 
 
 def test_a_message_rendered_at_enqueue_gets_the_header_too(store):

@@ -29,7 +29,7 @@ from mailqueue_core.commands.inspect import _existing
 from mailqueue_core.commands.output import say
 from mailqueue_core.config import Config
 from mailqueue_core.moments import relative, span, state_time
-from mailqueue_core.store import Capability, Entry, State, Store
+from mailqueue_core.store import Capability, Entry, SentRecord, State, Store
 
 __all__ = [
     "add_delete_arguments",
@@ -166,22 +166,42 @@ def list_messages(
         return 1
     finally:
         store.close()
+    return _report(
+        options,
+        stdout,
+        [summary.as_dict() for summary in summaries],
+        [_line(summary, now) for summary in summaries],
+        cursor,
+        examined,
+        (f"no {state.value} messages", "message(s)"),
+    )
+
+
+def _report(
+    options: argparse.Namespace,
+    stdout: TextIO,
+    rows: list[dict[str, Any]],
+    lines: list[str],
+    cursor: str | None,
+    examined: int | None,
+    words: tuple[str, str],
+) -> int:
+    """Print one page of ``list``: JSON, or a line each and the next page's command.
+    ``words``: what an empty page says, and what ``examined`` counts."""
     if options.json:
-        doc: dict[str, Any] = {
-            "entries": [summary.as_dict() for summary in summaries],
-            "cursor": cursor,
-        }
+        doc: dict[str, Any] = {"entries": rows, "cursor": cursor}
         if examined is not None:
             doc["examined"] = examined
         say(stdout, json.dumps(doc))  # JSON escapes control characters itself
         return 0
-    if not summaries:
+    nothing, counted = words
+    if not lines:
         matching = "" if options.search is None else f" with {options.search!r}"
-        say(stdout, f"no {state.value} messages{matching}")
-    for summary in summaries:
-        say(stdout, _line(summary, now))
+        say(stdout, f"{nothing}{matching}")
+    for line in lines:
+        say(stdout, line)
     if examined is not None:
-        say(stdout, f"{len(summaries)} found among {examined} message(s) read")
+        say(stdout, f"{len(lines)} found among {examined} {counted} read")
     if cursor is not None:
         say(stdout, f"next page: {_next_page(options, cursor)}")
     return 0
@@ -212,33 +232,28 @@ def _list_sent(options: argparse.Namespace, conf: Config, stdout: TextIO, stderr
         return 1
     finally:
         store.close()
-    if options.json:
-        rows = [
-            {**dataclasses.asdict(r), "recipients": list(r.recipients), "data": None}
-            for r in records
-        ]
-        doc: dict[str, Any] = {"entries": rows, "cursor": cursor}
-        if examined is not None:
-            doc["examined"] = examined
-        say(stdout, json.dumps(doc))
-        return 0
-    if not records:
-        matching = "" if options.search is None else f" with {options.search!r}"
-        say(stdout, f"no sent messages logged{matching}")
-    for record in records:
-        provider = f"  provider id {record.provider_id}" if record.provider_id else ""
-        say(
-            stdout,
-            f"{record.id}  sent {relative(record.sent, now)}  to "
-            f"{_recipients(record.recipients)}  subject {_short(record.subject)!r}  "
-            f"{record.message_id or '(no Message-ID)'}  via {record.transport or '?'}  "
-            f"attempts {record.attempts}{provider}",
-        )
-    if examined is not None:
-        say(stdout, f"{len(records)} found among {examined} logged message(s) read")
-    if cursor is not None:
-        say(stdout, f"next page: {_next_page(options, cursor)}")
-    return 0
+    rows = [
+        {**dataclasses.asdict(r), "recipients": list(r.recipients), "data": None} for r in records
+    ]
+    return _report(
+        options,
+        stdout,
+        rows,
+        [_sent_line(record, now) for record in records],
+        cursor,
+        examined,
+        ("no sent messages logged", "logged message(s)"),
+    )
+
+
+def _sent_line(record: SentRecord, now: float) -> str:
+    provider = f"  provider id {record.provider_id}" if record.provider_id else ""
+    return (
+        f"{record.id}  sent {relative(record.sent, now)}  to "
+        f"{_recipients(record.recipients)}  subject {_short(record.subject)!r}  "
+        f"{record.message_id or '(no Message-ID)'}  via {record.transport or '?'}  "
+        f"attempts {record.attempts}{provider}"
+    )
 
 
 def _short(text: str, limit: int = 60) -> str:

@@ -283,7 +283,8 @@ class FlushRun:
             return message
         staged = staging.apply(message)
         if staged.dropped:
-            logger.warning(
+            # Never silent: a drop left on where the site went live is heard.
+            logger.error(
                 "message %s: not sent to %s (STAGING drops recipients outside ALLOWED_DOMAINS)",
                 claim.id,
                 ", ".join(staged.dropped),
